@@ -1,0 +1,3 @@
+from .clip import BlockView, CLIPBackbone, WeightsNotFoundError
+
+__all__ = ["BlockView", "CLIPBackbone", "WeightsNotFoundError"]

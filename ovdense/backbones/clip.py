@@ -1,0 +1,350 @@
+"""open_clip adapter: everything the dense heads need from a CLIP ViT, nothing more.
+
+The adapter reads open_clip's modules by name (``conv1``, ``positional_embedding``,
+``transformer.resblocks``, ``ln_post``, ``proj``, ...) and runs its own forward, so the
+heads never depend on how a given open_clip release lays out its attention:
+
+* :meth:`CLIPBackbone.prefix` embeds the image (with the positional-embedding
+  interpolation of the reference methods), runs every block but the last and returns a
+  :class:`BlockView` of the last block's inputs (``x`` and per-head ``q, k, v``);
+* the heads combine those with the last block's own weights (``last_block``);
+* :meth:`CLIPBackbone.project` applies ``ln_post`` and ``proj``.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+
+import zipfile
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+POS_INTERP_MODES = ("scale_factor", "size")
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Raised when CLIP weights are neither a local file nor obtainable offline."""
+
+
+@dataclass(frozen=True)
+class BlockView:
+    """The inputs of the last transformer block, always batch-first.
+
+    Attributes:
+        x: ``[B, N, C]`` tokens entering the block (CLS first).
+        q, k, v: ``[B, heads, N, d]`` projections of ``ln_1(x)`` (biases included).
+        grid: ``(h, w)`` patch grid; ``N = 1 + h * w``.
+        input_size: ``(H, W)`` pixel size of the input crop.
+    """
+
+    x: torch.Tensor
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    grid: Tuple[int, int]
+    input_size: Tuple[int, int]
+
+    @property
+    def scale(self) -> float:
+        return self.q.shape[-1] ** -0.5
+
+    @property
+    def num_heads(self) -> int:
+        return self.q.shape[1]
+
+
+def _is_torchscript(path: str) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(name.endswith("constants.pkl") or "/code/" in name for name in zf.namelist())
+
+
+def _fingerprint(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha1()
+    for t in tensors:
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _missing_weights_message(model_name: str, pretrained: str) -> str:
+    return (
+        f"could not load CLIP weights {pretrained!r} for model {model_name!r}: it is neither a local "
+        f"file nor a tag whose weights are already in the local open_clip cache, and downloading "
+        f"failed or is disabled (offline). Supply a local file instead, e.g. "
+        f"pretrained='/path/to/{model_name}.pt' (an OpenAI state dict or TorchScript archive "
+        f"loads exactly like pretrained='openai'; an open_clip checkpoint loads with the named "
+        f"architecture), or run once with network access to fill the cache."
+    )
+
+
+def _load_open_clip_model(
+    model_name: Optional[str],
+    pretrained: Optional[str],
+    weights_format: str,
+) -> Tuple[nn.Module, str]:
+    """Return ``(model, display_name)``, built in fp32 on CPU."""
+    import open_clip
+
+    if model_name is not None and model_name.endswith(".json"):
+        if not os.path.isfile(model_name):
+            raise FileNotFoundError(f"model config file not found: {model_name}")
+        open_clip.add_model_config(model_name)
+        model_name = os.path.splitext(os.path.basename(model_name))[0]
+    if model_name is not None:
+        model_name = model_name.replace("/", "-")
+
+    if pretrained is not None and os.path.isfile(pretrained):
+        openai_format = weights_format == "openai" or (
+            weights_format == "auto" and (model_name in (None, "openai") or _is_torchscript(pretrained))
+        )
+        if openai_format:
+            # Same builder as open_clip's `openai` tag: architecture read from the weights,
+            # QuickGELU, LayerNorm eps 1e-5.
+            model = open_clip.load_openai_model(pretrained, precision="fp32", device="cpu")
+            return model, model_name or os.path.basename(pretrained)
+        if model_name is None:
+            raise ValueError("clip_model is required for an open_clip-format checkpoint")
+        model = open_clip.create_model(model_name, pretrained=pretrained, precision="fp32", device="cpu")
+        return model, model_name
+
+    if pretrained is not None and (os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))):
+        raise WeightsNotFoundError(f"CLIP weights file not found: {pretrained}")
+    if model_name is None:
+        raise ValueError("clip_model is required unless pretrained is a local OpenAI-format file")
+    if model_name not in open_clip.list_models():
+        raise ValueError(
+            f"unknown open_clip model {model_name!r}; pass a built-in name (open_clip.list_models()) "
+            f"or the path to a model-config .json"
+        )
+    if pretrained is None:
+        return open_clip.create_model(model_name, pretrained=None, precision="fp32", device="cpu"), model_name
+
+    tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if not tag_cfg:
+        raise WeightsNotFoundError(
+            f"{pretrained!r} is neither a file nor a known open_clip tag for {model_name!r} "
+            f"(tags: {', '.join(open_clip.list_pretrained_tags_by_model(model_name)) or 'none'})"
+        )
+    # open_clip 3.x builds the named architecture as is and only warns when the tag was
+    # trained with QuickGELU (every `openai` tag); the reference methods load those weights
+    # through the OpenAI builder, i.e. with QuickGELU. Follow the tag.
+    quick_gelu = bool(tag_cfg.get("quick_gelu", False))
+    try:
+        model = open_clip.create_model(
+            model_name, pretrained=pretrained, precision="fp32", device="cpu", force_quick_gelu=quick_gelu
+        )
+    except Exception as err:  # download failures surface as many exception types
+        raise WeightsNotFoundError(_missing_weights_message(model_name, pretrained)) from err
+    return model, model_name
+
+
+class CLIPBackbone(nn.Module):
+    """A CLIP model (open_clip) seen as a dense-feature backbone.
+
+    Args:
+        model: an open_clip ``CLIP`` with a ViT vision tower.
+        pos_interp: ``"scale_factor"`` reproduces the reference methods' bicubic call
+            ``interpolate(pe, scale_factor=((H//p + 0.1)/g, (W//p + 0.1)/g))`` (SCLIP, NACLIP,
+            ClearCLIP, ProxyCLIP); ``"size"`` uses ``interpolate(pe, size=(H//p, W//p))``
+            (MaskCLIP, CLIP-DINOiser).
+        name, pretrained: recorded for cache keys and run records.
+    """
+
+    def __init__(self, model: nn.Module, pos_interp: str = "scale_factor", name: str = "clip",
+                 pretrained: Optional[str] = None) -> None:
+        super().__init__()
+        if pos_interp not in POS_INTERP_MODES:
+            raise ValueError(f"pos_interp must be one of {POS_INTERP_MODES}, got {pos_interp!r}")
+        visual = getattr(model, "visual", None)
+        if visual is None or not hasattr(visual, "transformer") or not hasattr(visual, "conv1"):
+            raise TypeError("CLIPBackbone needs an open_clip CLIP model with a ViT vision tower")
+        if getattr(visual, "attn_pool", None) is not None:
+            raise NotImplementedError("attentional-pooling ViTs (CoCa) are not supported by the dense heads")
+        self.model = model.eval()
+        self.visual = visual
+        self.pos_interp = pos_interp
+        self.name = name
+        self.pretrained = pretrained
+        ps = visual.conv1.kernel_size
+        self.patch_size: Tuple[int, int] = (int(ps[0]), int(ps[1]))
+        n_pos = visual.positional_embedding.shape[0] - 1
+        side = int(round(math.sqrt(n_pos)))
+        if side * side != n_pos:
+            raise NotImplementedError("non-square positional-embedding grids are not supported")
+        self.native_grid: Tuple[int, int] = (side, side)
+        self._pe_cache: Dict[tuple, torch.Tensor] = {}
+        self._fingerprint: Optional[str] = None
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(
+        cls,
+        clip_model: Optional[str] = "ViT-B-16",
+        pretrained: Optional[str] = "openai",
+        *,
+        weights_format: str = "auto",
+        pos_interp: str = "scale_factor",
+        device: Union[str, torch.device] = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> "CLIPBackbone":
+        """Build from an open_clip name and weights.
+
+        Args:
+            clip_model: open_clip model name (``"ViT-B-16"``, ``"ViT-B-16-quickgelu"``,
+                ``"ViT-L-14"``...), a model-config ``.json`` path, or None when
+                ``pretrained`` is a local OpenAI-format file (architecture read from it).
+            pretrained: an open_clip tag (``"openai"``, ``"laion2b_s34b_b88k"``...), a local
+                checkpoint path, or None for random weights (tests).
+            weights_format: ``"auto"`` (TorchScript archives and ``clip_model`` None/"openai"
+                load with the OpenAI builder, other files with open_clip's loader for the
+                named architecture), ``"openai"`` or ``"open_clip"`` to force one.
+        """
+        if weights_format not in ("auto", "openai", "open_clip"):
+            raise ValueError(f"weights_format must be auto, openai or open_clip, got {weights_format!r}")
+        model, name = _load_open_clip_model(clip_model, pretrained, weights_format)
+        backbone = cls(model, pos_interp=pos_interp, name=name, pretrained=pretrained)
+        return backbone.to(device=device, dtype=dtype)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def last_block(self) -> nn.Module:
+        return self.visual.transformer.resblocks[-1]
+
+    @property
+    def num_heads(self) -> int:
+        return self.last_block.attn.num_heads
+
+    @property
+    def embed_dim(self) -> int:
+        proj = self.visual.proj
+        return proj.shape[1] if proj is not None else self.visual.ln_post.normalized_shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.visual.conv1.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.visual.conv1.weight.device
+
+    def weights_fingerprint(self) -> str:
+        """A short hash of the text tower's weights (random models differ from each other)."""
+        if self._fingerprint is None:
+            m = self.model
+            parts = [m.text_projection if isinstance(m.text_projection, torch.Tensor) else m.text_projection.weight,
+                     m.positional_embedding, m.ln_final.weight, m.token_embedding.weight[:64]]
+            parts += list(m.transformer.resblocks[0].parameters())
+            self._fingerprint = _fingerprint(*parts)
+        return self._fingerprint
+
+    # ------------------------------------------------------------------ image side
+    def grid_for(self, size: Tuple[int, int]) -> Tuple[int, int]:
+        return size[0] // self.patch_size[0], size[1] // self.patch_size[1]
+
+    def positional_embedding(self, input_size: Tuple[int, int]) -> torch.Tensor:
+        """Positional embedding ``[1 + h*w, C]`` for an input of ``input_size`` pixels."""
+        grid = self.grid_for(input_size)
+        pe = self.visual.positional_embedding
+        if self.pos_interp == "scale_factor":
+            # The reference condition: skipped only when the token count matches and the
+            # input is square (SCLIP/NACLIP/ClearCLIP `interpolate_pos_encoding`).
+            skip = grid == self.native_grid and input_size[0] == input_size[1]
+        else:
+            skip = grid == self.native_grid
+        if skip:
+            return pe
+        key = (grid, skip, pe.dtype, pe.device, pe._version)
+        cached = self._pe_cache.get(key)
+        if cached is not None:
+            return cached
+        g = self.native_grid[0]
+        patch_pe = pe[1:].float().reshape(1, g, g, -1).permute(0, 3, 1, 2)
+        if self.pos_interp == "scale_factor":
+            factor = ((grid[0] + 0.1) / g, (grid[1] + 0.1) / g)
+            patch_pe = F.interpolate(patch_pe, scale_factor=factor, mode="bicubic")
+        else:
+            patch_pe = F.interpolate(patch_pe, size=grid, mode="bicubic", align_corners=False)
+        if tuple(patch_pe.shape[-2:]) != grid:
+            raise RuntimeError(f"positional-embedding interpolation gave {tuple(patch_pe.shape[-2:])}, expected {grid}")
+        patch_pe = patch_pe.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)
+        out = torch.cat([pe[:1].float(), patch_pe], dim=0).to(pe.dtype)
+        self._pe_cache[key] = out
+        return out
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch embedding + CLS + positional embedding + ``ln_pre``: ``[B, 1 + h*w, C]``."""
+        v = self.visual
+        images = images.to(device=self.device, dtype=self.dtype)
+        x = v.conv1(images)  # floors leftover rows / columns like the references
+        x = x.flatten(2).transpose(1, 2)
+        cls_tok = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls_tok, x], dim=1)
+        x = x + self.positional_embedding(tuple(images.shape[-2:])).to(x.dtype)
+        return v.ln_pre(x)
+
+    def run_blocks(self, x: torch.Tensor, blocks) -> torch.Tensor:
+        """Run open_clip residual blocks on batch-first tokens, whatever the block layout."""
+        batch_first = getattr(self.visual.transformer, "batch_first", True)
+        if not batch_first:
+            x = x.transpose(0, 1)
+        for blk in blocks:
+            x = blk(x)
+        if not batch_first:
+            x = x.transpose(0, 1)
+        return x
+
+    def qkv(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-head ``q, k, v`` ``[B, heads, N, d]`` of the last block from its input ``x``."""
+        blk = self.last_block
+        y = blk.ln_1(x)
+        qkv = F.linear(y, blk.attn.in_proj_weight, blk.attn.in_proj_bias)
+        b, n, _ = qkv.shape
+        qkv = qkv.reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        return qkv[0], qkv[1], qkv[2]
+
+    def prefix(self, images: torch.Tensor, num_blocks: Optional[int] = None) -> BlockView:
+        """Run everything before the last block on normalised images ``[B, 3, H, W]``."""
+        blocks = self.visual.transformer.resblocks
+        x = self.embed(images)
+        x = self.run_blocks(x, blocks[: len(blocks) - 1 if num_blocks is None else num_blocks])
+        q, k, v = self.qkv(x)
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        return BlockView(x=x, q=q, k=k, v=v, grid=self.grid_for(size), input_size=size)
+
+    def project(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``ln_post`` then ``proj`` on ``[B, N, C]`` tokens."""
+        x = self.visual.ln_post(tokens)
+        proj = self.visual.proj
+        return x @ proj if proj is not None else x
+
+    # ------------------------------------------------------------------ text side
+    def tokenizer(self):
+        import open_clip
+
+        tok = getattr(self, "_tokenizer", None)
+        if tok is None:
+            context = int(self.model.positional_embedding.shape[0])
+            try:
+                tok = open_clip.get_tokenizer(self.name, context_length=context)
+            except Exception:  # names unknown to open_clip (local OpenAI files): CLIP's BPE
+                tok = open_clip.SimpleTokenizer(context_length=context)
+            self._tokenizer = tok
+        return tok
+
+    @torch.no_grad()
+    def encode_text(self, texts) -> torch.Tensor:
+        """Unnormalised text embeddings ``[T, D]`` for a list of strings."""
+        tokens = self.tokenizer()(list(texts)).to(self.device)
+        return self.model.encode_text(tokens)
+
+    def __repr__(self) -> str:  # keep printing a segmenter short
+        return (f"CLIPBackbone(name={self.name!r}, pretrained={self.pretrained!r}, patch={self.patch_size}, "
+                f"grid={self.native_grid}, pos_interp={self.pos_interp!r})")
+
+

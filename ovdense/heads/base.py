@@ -1,0 +1,49 @@
+"""The shared last-block computation of every dense head.
+
+A head decides how the last block mixes its values (``mix``) and whether the block's
+residual connection and MLP are kept; this module owns the rest once:
+
+    z = ls_1(out_proj(concat_heads(mix(view))))
+    z = z + view.x            if keep_residual
+    z = z + ls_2(mlp(ln_2 z)) if keep_ffn
+    f = ln_post(z) @ proj     (CLIPBackbone.project)
+"""
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import torch
+import torch.nn as nn
+
+from ..backbones.clip import BlockView, CLIPBackbone
+
+
+class Head(nn.Module):
+    """Base class of dense heads; subclasses implement :meth:`mix`."""
+
+    keep_residual: bool = True
+    keep_ffn: bool = True
+
+    def mix(self, view: BlockView, aux: Optional[Mapping[str, torch.Tensor]] = None) -> torch.Tensor:
+        """Return the attended values ``[B, heads, N, d]`` (attention weights times ``v``)."""
+        raise NotImplementedError
+
+    def attention(self, view: BlockView, aux: Optional[Mapping[str, torch.Tensor]] = None) -> torch.Tensor:
+        """Explicit attention weights ``[B, heads, N, N]`` (for inspection; ``mix`` is the fast path)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose explicit attention weights")
+
+    def forward(self, view: BlockView, backbone: CLIPBackbone,
+                aux: Optional[Mapping[str, torch.Tensor]] = None) -> torch.Tensor:
+        """Tokens leaving the last block ``[B, N, C]`` (CLS first), before ``ln_post``."""
+        blk = backbone.last_block
+        mixed = self.mix(view, aux)
+        b, h, n, d = mixed.shape
+        z = blk.ls_1(blk.attn.out_proj(mixed.transpose(1, 2).reshape(b, n, h * d)))
+        if self.keep_residual:
+            z = view.x + z
+        if self.keep_ffn:
+            z = z + blk.ls_2(blk.mlp(blk.ln_2(z)))
+        return z
+
+    def extra_repr(self) -> str:
+        return f"keep_residual={self.keep_residual}, keep_ffn={self.keep_ffn}"

@@ -1,0 +1,3 @@
+from .pamr import pamr
+
+__all__ = ["pamr"]

@@ -1,0 +1,112 @@
+"""Text embeddings of a vocabulary, cached in memory and on disk.
+
+For every query: encode all templates, L2-normalise each, average, L2-normalise again
+(the reference methods' recipe). Embeddings are cached per query under a key made of the
+model name, a fingerprint of the text tower's weights and the template set, so a
+repeated class list costs nothing and a new one only encodes its new queries.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ..backbones.clip import CLIPBackbone
+
+logger = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> str:
+    """``$OVDENSE_CACHE_DIR`` or ``~/.cache/ovdense``."""
+    return os.environ.get("OVDENSE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "ovdense")
+
+
+class TextEmbedder:
+    """Encodes queries with a CLIP text tower; caches per query.
+
+    Args:
+        backbone: the CLIP model.
+        templates: tuple of ``str.format`` patterns (see :func:`resolve_templates`).
+        cache_dir: directory of the disk cache, or None to keep the cache in memory only.
+        batch_size: prompts per text-encoder call.
+    """
+
+    def __init__(self, backbone: CLIPBackbone, templates: Sequence[str], cache_dir: Optional[str] = None,
+                 batch_size: int = 256) -> None:
+        self.backbone = backbone
+        self.templates = tuple(templates)
+        self.cache_dir = cache_dir
+        self.batch_size = batch_size
+        self._memory: Dict[str, torch.Tensor] = {}
+        self._disk_loaded = False
+        self.encoded_queries = 0  # how many queries went through the text encoder (for tests/benchmarks)
+
+    @property
+    def key(self) -> str:
+        h = hashlib.sha1()
+        h.update(self.backbone.name.encode())
+        h.update(self.backbone.weights_fingerprint().encode())
+        h.update("\n".join(self.templates).encode())
+        return h.hexdigest()[:20]
+
+    def _disk_path(self) -> Optional[str]:
+        if not self.cache_dir:
+            return None
+        return os.path.join(self.cache_dir, "text", f"{self.key}.pt")
+
+    def _load_disk(self) -> None:
+        if self._disk_loaded:
+            return
+        self._disk_loaded = True
+        path = self._disk_path()
+        if path and os.path.isfile(path):
+            try:
+                stored = torch.load(path, map_location="cpu", weights_only=True)
+                for q, emb in stored.items():
+                    self._memory.setdefault(q, emb)
+            except Exception as err:  # a corrupt cache is re-built, never fatal
+                logger.warning("ignoring unreadable text-embedding cache %s: %s", path, err)
+
+    def _save_disk(self) -> None:
+        path = self._disk_path()
+        if not path:
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save({q: e.cpu() for q, e in self._memory.items()}, tmp)
+            os.replace(tmp, path)
+        except OSError as err:
+            logger.warning("could not write text-embedding cache %s: %s", path, err)
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @torch.no_grad()
+    def _encode(self, queries: Sequence[str]) -> torch.Tensor:
+        prompts = [t.format(q) for q in queries for t in self.templates]
+        chunks = [self.backbone.encode_text(prompts[i:i + self.batch_size]).float()
+                  for i in range(0, len(prompts), self.batch_size)]
+        emb = F.normalize(torch.cat(chunks), dim=-1).reshape(len(queries), len(self.templates), -1)
+        return F.normalize(emb.mean(dim=1), dim=-1)
+
+    def __call__(self, queries: Sequence[str]) -> torch.Tensor:
+        """``[Q, D]`` float32 L2-normalised embeddings, on CPU."""
+        self._load_disk()
+        missing = list(dict.fromkeys(q for q in queries if q not in self._memory))
+        if missing:
+            emb = self._encode(missing).cpu()
+            for q, e in zip(missing, emb):
+                self._memory[q] = e
+            self.encoded_queries += len(missing)
+            self._save_disk()
+        return torch.stack([self._memory[q] for q in queries])
+
+    def cached(self, queries: Sequence[str]) -> Tuple[bool, ...]:
+        self._load_disk()
+        return tuple(q in self._memory for q in queries)

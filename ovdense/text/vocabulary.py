@@ -1,0 +1,121 @@
+"""Class vocabularies: names, synonyms and the background line.
+
+A vocabulary maps *queries* (strings sent to the text encoder) to *classes*: every
+synonym is its own query, and a class scores the max over its queries inside the joint
+softmax (methods.md section 1). The name-file format of the reference methods is one
+class per line with synonyms separated by ``", "`` (SCLIP, NACLIP) or ``"; "``
+(ProxyCLIP, Trident); both are read here.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple, Union
+
+ClassSpec = Union[str, os.PathLike, Sequence[Union[str, Sequence[str]]]]
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Queries and their classes.
+
+    Attributes:
+        class_names: display name of each class (its first synonym).
+        queries: every synonym of every class, in class order.
+        query_to_class: class index of each query.
+        has_background: class 0 is a background class (then ``class_names[0]`` is it).
+    """
+
+    class_names: Tuple[str, ...]
+    queries: Tuple[str, ...]
+    query_to_class: Tuple[int, ...]
+    has_background: bool = False
+    synonyms: Tuple[Tuple[str, ...], ...] = field(default=())
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_queries(self) -> int:
+        return len(self.queries)
+
+    @classmethod
+    def from_synonyms(cls, synonyms: Sequence[Sequence[str]], has_background: bool = False) -> "Vocabulary":
+        groups = [tuple(s.strip() for s in group if s.strip()) for group in synonyms]
+        empty = [i for i, g in enumerate(groups) if not g]
+        if empty:
+            raise ValueError(f"class {empty[0]} has no name")
+        if not groups:
+            raise ValueError("the vocabulary is empty")
+        queries = tuple(q for g in groups for q in g)
+        q2c = tuple(i for i, g in enumerate(groups) for _ in g)
+        return cls(tuple(g[0] for g in groups), queries, q2c, has_background, tuple(groups))
+
+    def to_lines(self, sep: str = ", ") -> List[str]:
+        return [sep.join(g) for g in self.synonyms]
+
+
+def split_synonyms(line: str) -> List[str]:
+    """Split one name-file line: ``"; "`` wins over ``", "`` when present."""
+    sep = ";" if ";" in line else ","
+    return [part.strip() for part in line.split(sep) if part.strip()]
+
+
+def parse_name_lines(lines: Sequence[str]) -> List[List[str]]:
+    """Parse name-file lines; blank lines and ``#`` comments are skipped."""
+    groups = []
+    for raw in lines:
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        groups.append(split_synonyms(line))
+    return groups
+
+
+def read_name_file(path: Union[str, os.PathLike]) -> List[List[str]]:
+    """Read a class-name file (one class per line, synonyms separated by ``, `` or ``; ``)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"class-name file not found: {path}")
+    with open(path, encoding="utf-8") as fh:
+        groups = parse_name_lines(fh.read().splitlines())
+    if not groups:
+        raise ValueError(f"class-name file {path} holds no class names")
+    return groups
+
+
+def build_vocabulary(
+    classes: ClassSpec,
+    background: Optional[Union[str, Sequence[str]]] = None,
+) -> Vocabulary:
+    """Build a :class:`Vocabulary`.
+
+    Args:
+        classes: a name-file path; a list whose items are names, synonym strings
+            (``"person, man, woman"``) or lists of synonyms; or one comma-separated string
+            of class names (``"cat, dog"`` gives two classes; use a list for synonyms).
+        background: optional background line (a synonym string or list), prepended as
+            class 0. A name file whose first line is already the background keeps it as is;
+            say so with ``background="first"``.
+    """
+    has_bg = background is not None
+    if isinstance(classes, (str, os.PathLike)) and (
+        os.path.isfile(os.fspath(classes)) or str(classes).endswith(".txt")
+    ):
+        groups = read_name_file(classes)
+    elif isinstance(classes, str):
+        groups = [[name] for name in split_synonyms(classes)]
+    else:
+        groups = []
+        for item in classes:
+            if isinstance(item, str):
+                groups.append(split_synonyms(item))
+            else:
+                groups.append([str(s) for s in item])
+    if isinstance(background, str) and background == "first":
+        return Vocabulary.from_synonyms(groups, has_background=True)
+    if has_bg:
+        bg = split_synonyms(background) if isinstance(background, str) else list(background)
+        groups = [bg] + groups
+    return Vocabulary.from_synonyms(groups, has_background=has_bg)

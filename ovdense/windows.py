@@ -1,0 +1,59 @@
+"""Sliding-window geometry and stitching (mmseg ``slide_inference`` placement).
+
+``n = max(H - crop + stride - 1, 0) // stride + 1`` windows per axis; window ``i`` starts at
+``i * stride`` and the last one is shifted back to end at the border. When the image is
+smaller than the crop the window is the whole axis (no padding), so every window of one
+image has the same size and all of them run as one batch.
+"""
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import torch
+import torch.nn.functional as F
+
+Box = Tuple[int, int, int, int]  # y1, y2, x1, x2
+
+
+def _starts(size: int, crop: int, stride: int) -> List[Tuple[int, int]]:
+    n = max(size - crop + stride - 1, 0) // stride + 1
+    spans = []
+    for i in range(n):
+        end = min(i * stride + crop, size)
+        spans.append((max(end - crop, 0), end))
+    return spans
+
+
+def window_boxes(height: int, width: int, crop: int, stride: int) -> List[Box]:
+    """Windows ``(y1, y2, x1, x2)`` covering an image; ``crop <= 0`` means one whole-image window."""
+    if crop <= 0:
+        return [(0, height, 0, width)]
+    if stride <= 0:
+        raise ValueError("slide_stride must be positive")
+    return [(y1, y2, x1, x2) for y1, y2 in _starts(height, crop, stride) for x1, x2 in _starts(width, crop, stride)]
+
+
+def centred_padding(height: int, width: int, multiple: int) -> Tuple[int, int, int, int]:
+    """``(left, right, top, bottom)`` zero padding to the next multiple (ClearCLIP/ProxyCLIP style)."""
+    if multiple <= 1:
+        return (0, 0, 0, 0)
+    ph = (-height) % multiple
+    pw = (-width) % multiple
+    return (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+
+
+def crop_windows(image: torch.Tensor, boxes: List[Box], pad: Tuple[int, int, int, int] = (0, 0, 0, 0)) -> torch.Tensor:
+    """Stack the windows of ``image`` [C, H, W] into ``[n, C, h, w]`` (zero-padded if asked)."""
+    crops = torch.stack([image[:, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes])
+    return F.pad(crops, pad) if any(pad) else crops
+
+
+def stitch(window_logits: torch.Tensor, boxes: List[Box], size: Tuple[int, int]) -> torch.Tensor:
+    """Average per-window maps ``[n, K, h, w]`` into ``[K, H, W]`` by the coverage count."""
+    k = window_logits.shape[1]
+    out = window_logits.new_zeros((k,) + tuple(size))
+    count = window_logits.new_zeros((1,) + tuple(size))
+    for logit, (y1, y2, x1, x2) in zip(window_logits, boxes):
+        out[:, y1:y2, x1:x2] += logit
+        count[:, y1:y2, x1:x2] += 1
+    return out / count

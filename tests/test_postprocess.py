@@ -1,0 +1,82 @@
+"""Decoding and PAMR against the official goldens and independent references."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ovdense.postprocess import decode, synonym_max
+from ovdense.refine import pamr
+from conftest import golden
+
+Q2C = torch.tensor([0, 0, 1, 2, 2, 3, 4])
+
+
+def test_sclip_post_processing_equals_golden():
+    g = golden("sclip")
+    probs, labels = decode(torch.from_numpy(g["slide_logits"]), Q2C, 5, float(g["post_scale"]),
+                           float(g["post_prob_thd"]), float(g["post_area_thd"]))
+    assert np.abs(probs.numpy() - g["post_probs"]).max() < 1e-6
+    assert np.array_equal(labels.numpy(), g["post_labels"].astype(np.int64))
+
+
+def test_naclip_pamr_and_post_processing_equal_golden(golden_inputs):
+    g = golden("naclip")
+    refined = pamr(torch.from_numpy(golden_inputs["img"]), torch.from_numpy(g["slide_logits"])[None], 10, (8, 16))[0]
+    assert np.abs(refined.numpy() - g["pamr_logits"]).max() < 1e-5
+    probs, labels = decode(refined, Q2C, 5, float(g["post_scale"]), float(g["post_prob_thd"]), renormalize=True)
+    assert np.abs(probs.numpy() - g["post_probs"]).max() < 1e-5
+    assert np.array_equal(labels.numpy(), g["post_labels"].astype(np.int64))
+
+
+def _slow_pamr(img, mask, num_iter, dilations):
+    """1-stage-wseg PAMR with unfold-style neighbour stacks (independent of ovdense's shifts)."""
+    mask = F.interpolate(mask, size=img.shape[-2:], mode="bilinear", align_corners=True)
+    offs = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+
+    def neighbours(x, with_centre):
+        out = []
+        for d in dilations:
+            p = F.pad(x, [d] * 4, mode="replicate")
+            h, w = x.shape[-2:]
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    if (dy, dx) == (0, 0) and not with_centre:
+                        continue
+                    out.append(p[..., d + dy * d:d + dy * d + h, d + dx * d:d + dx * d + w])
+        return torch.stack(out, 2)
+
+    std = neighbours(img, True).std(2, keepdim=True)
+    aff = -(img.unsqueeze(2) - neighbours(img, False)).abs() / (1e-8 + 0.1 * std)
+    aff = aff.mean(1, keepdim=True).softmax(2)
+    for _ in range(num_iter):
+        mask = (neighbours(mask, False) * aff).sum(2)
+    assert len(offs) == 8
+    return mask
+
+
+def test_pamr_equals_slow_reference_on_random_input():
+    torch.manual_seed(0)
+    img = torch.randn(1, 3, 37, 53)
+    logits = torch.randn(1, 6, 19, 27)
+    torch.testing.assert_close(pamr(img, logits, 5, (1, 3)), _slow_pamr(img, logits, 5, (1, 3)), atol=1e-5, rtol=1e-5)
+
+
+def test_synonym_max_and_thresholds():
+    probs = torch.tensor([0.1, 0.5, 0.2, 0.2]).view(4, 1, 1).repeat(1, 2, 3)
+    out = synonym_max(probs, torch.tensor([0, 1, 1, 2]), 3)
+    assert torch.equal(out[:, 0, 0], torch.tensor([0.1, 0.5, 0.2]))
+    logits = torch.zeros(3, 2, 2)
+    logits[1, 0, 0] = 1.0
+    _, labels = decode(logits, torch.tensor([0, 1, 2]), 3, logit_scale=10, background_threshold=0.5)
+    assert labels[0, 0] == 1 and torch.all(labels.flatten()[1:] == 0)
+
+
+def test_area_threshold_removes_small_foreground_classes():
+    logits = torch.zeros(3, 10, 10)
+    logits[1, :, :9] = 1  # class 1 covers 90 pixels
+    logits[2, :, 9] = 1   # class 2 covers 10 pixels = 10% of the foreground
+    probs, labels = decode(logits, torch.tensor([0, 1, 2]), 3, 10.0, 0.0, area_threshold=0.1)
+    assert torch.all(probs[2] == 0) and torch.all(labels[:, 9] != 2)
+    _, kept = decode(logits, torch.tensor([0, 1, 2]), 3, 10.0, 0.0, area_threshold=0.05)
+    assert torch.all(kept[:, 9] == 2)
