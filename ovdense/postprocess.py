@@ -27,15 +27,15 @@ def decode(
     """Post-process query logits ``[Q, H, W]`` (cosines) into ``(probs [C,H,W], labels [H,W])``.
 
     1. ``softmax(logit_scale * logits)`` over all queries, synonyms included;
-    2. max over each class's synonyms (``renormalize`` divides by the sum afterwards, as NACLIP);
+    2. max over each class's synonyms;
     3. ``area_threshold`` (SCLIP): foreground classes whose argmax area is at most
        ``area_threshold`` times the foreground area get probability 0;
-    4. argmax; pixels whose max probability is below ``background_threshold`` become class 0.
+    4. argmax; pixels whose max probability is below ``background_threshold`` become class 0;
+    5. ``renormalize`` (NACLIP) divides the returned probabilities by their sum over classes,
+       after the labels are decided (the threshold sees the un-renormalised maximum).
     """
     probs = torch.softmax(logits.float() * logit_scale, dim=0)
     probs = synonym_max(probs, query_to_class, num_classes)
-    if renormalize:
-        probs = probs / probs.sum(dim=0, keepdim=True)
     if area_threshold is not None:
         labels = probs.argmax(dim=0)
         area = torch.bincount(labels.flatten(), minlength=num_classes).to(probs.dtype)
@@ -46,4 +46,6 @@ def decode(
     labels = probs.argmax(dim=0)
     max_prob = probs.amax(dim=0)
     labels = torch.where(max_prob < background_threshold, torch.zeros_like(labels), labels)
+    if renormalize:
+        probs = probs / probs.sum(dim=0, keepdim=True)
     return probs, labels

@@ -80,3 +80,13 @@ def test_area_threshold_removes_small_foreground_classes():
     assert torch.all(probs[2] == 0) and torch.all(labels[:, 9] != 2)
     _, kept = decode(logits, torch.tensor([0, 1, 2]), 3, 10.0, 0.0, area_threshold=0.05)
     assert torch.all(kept[:, 9] == 2)
+
+
+def test_naclip_threshold_sees_probabilities_before_renormalisation():
+    """NACLIP thresholds the synonym-max probabilities, then renormalises only the returned scores."""
+    logits = torch.zeros(4, 1, 1)  # queries: bg, bg-synonym, cat, dog -> uniform 0.25 each
+    q2c = torch.tensor([0, 0, 1, 2])
+    logits[2] = 0.01  # cat slightly ahead
+    probs, labels = decode(logits, q2c, 3, logit_scale=1.0, background_threshold=0.3, renormalize=True)
+    assert labels.item() == 0  # max prob ~0.25 < 0.3 before renormalisation (~0.34 after)
+    assert abs(probs.sum().item() - 1) < 1e-6 and probs[1].item() > 0.3

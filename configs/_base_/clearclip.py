@@ -1,0 +1,26 @@
+# ClearCLIP (Lan et al., ECCV 2024), mc-lan/ClearCLIP: methods.md section 4.
+# Head 'clearclip' is the paper's method (q-q attention, no residual, no MLP). Note: the repo's
+# configs/base_config.py evaluates model_type='vanilla' (q-k attention); that variant is the
+# head 'clearclip_repo_default' (swap it in with head=dict(type='clearclip_repo_default')).
+# Protocol (clearclip_segmentor.py defaults + configs/cfg_*.py): short side 448 everywhere,
+# sliding window 448 / stride 224, windows zero-padded (centred) to a multiple of 16,
+# softmax(50 * cos); plain class names with a literal 'background' and no synonyms.
+model = dict(
+    clip_model='ViT-B-16',
+    pretrained='openai',
+    head=dict(type='clearclip'),
+    pos_interp='scale_factor',
+)
+protocol = dict(
+    short_side=448,
+    slide_crop=448,
+    slide_stride=224,
+    pad_to=16,
+    logit_scale=50.0,
+    background_threshold=0.0,
+    area_threshold=None,
+    renormalize=False,
+    pamr_steps=0,
+    pamr_dilations=(8, 16),
+    templates='openai80',
+)

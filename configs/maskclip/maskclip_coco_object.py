@@ -1,0 +1,15 @@
+# MaskCLIP, ViT-B/16, COCO-Object: 20.6 [p] mIoU, MaskCLIP re-run in the SCLIP paper (methods.md §0).
+# MaskCLIP's repo reports no COCO-Object number, so this uses the SCLIP protocol (wangf3014/SCLIP configs/cfg_coco_object.py).
+_base_ = ['../_base_/maskclip.py']
+
+model = dict(pos_interp='scale_factor')  # SCLIP's codebase interpolates with scale_factor
+protocol = dict(
+    short_side=336,
+    slide_crop=224,
+    slide_stride=112,
+    logit_scale=50.0,
+    background_threshold=0.1,
+    templates='openai80',
+)
+classes = dict(names='../names/cls_coco_object.txt', background='first')
+dataset_type = 'coco_object'

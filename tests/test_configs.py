@@ -1,0 +1,129 @@
+"""The shipped configs under configs/: they parse, name existing class files with the right
+class counts, stay one ``_base_`` level deep, and build a working OVSegmenter per head."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ovdense
+from ovdense.config import load_config, resolve_names_path, segmenter_kwargs
+from ovdense.text.vocabulary import read_name_file
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+TINY_CLIP = REPO.parent / "shared" / "goldens" / "tiny_openai_clip.pt"
+
+HEADS = ("maskclip", "sclip", "clearclip", "naclip", "vanilla")
+NUM_CLASSES = {"voc21": 21, "voc20": 20, "context60": 60, "context59": 59, "coco_object": 81,
+               "coco_stuff164k": 171, "cityscapes": 19, "ade20k": 150}
+WITH_BACKGROUND = {"voc21", "context60", "coco_object"}
+
+LEAVES = sorted(p for p in CONFIGS.rglob("*.py") if "_base_" not in p.parts)
+BASES = sorted((CONFIGS / "_base_").glob("*.py"))
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(CONFIGS))
+
+
+def _base_entries(path: Path):
+    """The ``_base_`` value of a config file, read without executing it."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_base_" for t in node.targets):
+            value = ast.literal_eval(node.value)
+            return [value] if isinstance(value, str) else list(value)
+    return []
+
+
+def test_every_head_has_every_dataset():
+    found = {_rel(p) for p in LEAVES}
+    expected = {f"{h}/{h}_{d}.py" for h in HEADS for d in NUM_CLASSES}
+    assert expected <= found, sorted(expected - found)
+    assert {p.stem for p in BASES} >= set(HEADS)
+
+
+@pytest.mark.parametrize("path", BASES, ids=_rel)
+def test_bases_have_no_base(path):
+    assert _base_entries(path) == [], f"{_rel(path)}: base configs must not inherit"
+
+
+@pytest.mark.parametrize("path", LEAVES, ids=_rel)
+def test_leaf_config(path):
+    bases = _base_entries(path)
+    assert len(bases) == 1, f"{_rel(path)}: exactly one _base_ expected, got {bases}"
+    base = (path.parent / bases[0]).resolve()
+    assert base.parent == (CONFIGS / "_base_").resolve() and base.is_file()
+    assert _base_entries(base) == [], "only one _base_ level is allowed"
+    assert path.read_text().startswith("#"), "a leaf config starts with a comment naming its published number"
+
+    cfg = load_config(path)
+    kwargs = segmenter_kwargs(cfg)
+    head = path.parent.name
+    assert path.stem.startswith(head + "_")
+    head_type = kwargs["head"]["type"] if isinstance(kwargs["head"], dict) else kwargs["head"]
+    assert head_type in ovdense.list_heads()
+    assert kwargs["clip_model"] == "ViT-B-16" and kwargs["pretrained"] == "openai"
+
+    dataset = cfg.get("dataset_type")
+    assert path.stem == f"{head}_{dataset}" and dataset in NUM_CLASSES
+    spec = cfg["classes"]
+    names = resolve_names_path(spec["names"], cfg)
+    assert Path(names).is_file(), f"{_rel(path)}: missing name file {spec['names']}"
+    groups = read_name_file(names)
+    assert len(groups) == NUM_CLASSES[dataset]
+    vocab = ovdense.build_vocabulary(names, spec.get("background"))
+    assert vocab.num_classes == NUM_CLASSES[dataset]
+    assert vocab.has_background == (dataset in WITH_BACKGROUND)
+    if dataset in WITH_BACKGROUND:
+        assert spec["background"] == "first"
+
+
+def test_name_files_parse():
+    for path in sorted((CONFIGS / "names").glob("*.txt")):
+        assert read_name_file(path), path
+    bg = read_name_file(CONFIGS / "names" / "cls_voc21.txt")[0]
+    assert len(bg) == 26 and bg[0] == "sky" and bg[-1] == "fence"
+    assert read_name_file(CONFIGS / "names" / "cls_coco_object.txt")[0] == bg
+    assert read_name_file(CONFIGS / "names" / "cls_context60.txt")[0] == ["background"]
+    assert read_name_file(CONFIGS / "names" / "cls_voc21_plain.txt")[0] == ["background"]
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone():
+    if not TINY_CLIP.is_file():
+        pytest.skip(f"tiny CLIP checkpoint not found at {TINY_CLIP} (expects ../shared beside the checkout)")
+    return ovdense.CLIPBackbone.load(None, str(TINY_CLIP))
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_build_and_predict_per_head(head, tiny_backbone):
+    # VOC21 exercises background + synonyms (+ area rule, PAMR, whole image, padding per head).
+    path = CONFIGS / head / f"{head}_voc21.py"
+    cfg = load_config(path)
+    kwargs = segmenter_kwargs(cfg)
+    for key in ("clip_model", "pretrained", "weights_format"):
+        kwargs.pop(key, None)
+    seg = ovdense.OVSegmenter(**kwargs, backbone=tiny_backbone, text_cache_dir="", device="cpu")
+    names = resolve_names_path(cfg["classes"]["names"], cfg)
+    bg = cfg["classes"]["background"]
+    q = ovdense.build_vocabulary(names, bg).num_queries
+    torch.manual_seed(0)
+    seg.set_classes(names, background=bg, embeddings=torch.randn(q, tiny_backbone.embed_dim))
+    assert seg.vocabulary.num_classes == 21
+    res = seg.predict(np.zeros((60, 80, 3), np.uint8))
+    label = np.asarray(res.label_map)
+    assert label.shape == (60, 80)
+    assert label.min() >= 0 and label.max() < 21
+
+
+@pytest.mark.parametrize("path", LEAVES, ids=_rel)
+def test_every_leaf_builds(path, tiny_backbone):
+    kwargs = segmenter_kwargs(load_config(path))
+    for key in ("clip_model", "pretrained", "weights_format"):
+        kwargs.pop(key, None)
+    seg = ovdense.OVSegmenter(**kwargs, backbone=tiny_backbone, text_cache_dir="", device="cpu")
+    assert seg.image_scale is not None
