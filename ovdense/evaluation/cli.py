@@ -1,0 +1,209 @@
+"""Command-line front ends: ``ovdense eval-semantic`` and ``ovdense eval-coco``.
+
+``register_cli(subparsers)`` adds both subcommands to the main ``ovdense`` parser; each sets
+``func`` (call ``args.func(args)``, returns an exit code). ``main_semantic`` / ``main_coco``
+are the same commands as standalone programs (``tools/eval_semseg.py``, ``tools/eval_coco.py``).
+
+Examples::
+
+    ovdense eval-semantic --config configs/sclip_voc21.py --data-root data --dataset voc21
+    torchrun --nproc_per_node 4 tools/eval_semseg.py --config C --data-root data --resume
+    ovdense eval-coco --config C --gt instances_val2017.json --images val2017 --limit 500
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["add_coco_args", "add_semantic_args", "main_coco", "main_semantic", "register_cli"]
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    """Options shared by both commands."""
+    from mmengine.config import DictAction
+
+    p.add_argument("--config", required=True, help="segmenter config (mmengine Python config)")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None, metavar="K=V",
+                   help="override config entries, e.g. model.prob_thd=0.1")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--classes-file", default=None, help="class-name file (one class per line)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no printed tables")
+
+
+def add_semantic_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of ``eval-semantic``."""
+    _add_common(p)
+    p.add_argument("--data-root", required=True, help="folder holding the benchmark layout")
+    p.add_argument("--dataset", default=None,
+                   help="voc21, voc20, pc60, pc59, coco_stuff, coco_object, cityscapes, ade20k "
+                        "(default: the config's dataset_type)")
+    p.add_argument("--out", default=None, help="output folder (default runs/eval-semantic/<dataset>)")
+    p.add_argument("--save-predictions", action="store_true", help="write preds/<id>.png")
+    p.add_argument("--resume", action="store_true", help="continue from out/state_rank*.npz")
+    p.add_argument("--checkpoint-every", type=int, default=50, help="images between checkpoints")
+    p.set_defaults(func=run_semantic)
+    return p
+
+
+def add_coco_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of ``eval-coco``."""
+    _add_common(p)
+    p.add_argument("--gt", "--ann-file", dest="gt", required=True, help="COCO instances JSON")
+    p.add_argument("--images", required=True, help="image folder of that JSON")
+    p.add_argument("--no-background", action="store_true", help="no background class 0")
+    p.add_argument("--strategy", default="connected_components", help="instance strategy")
+    p.add_argument("--min-area", type=int, default=0, help="smallest instance, in pixels")
+    p.add_argument("--iou-type", default="bbox,segm", help="comma list of bbox, segm")
+    p.add_argument("--no-semantic", action="store_true", help="skip the semantic mIoU")
+    p.add_argument("--crowd", default="label", choices=("label", "ignore", "skip"),
+                   help="crowd regions in the semantic GT")
+    p.add_argument("--out", default=None, help="output folder (default runs/eval-coco)")
+    p.set_defaults(func=run_coco)
+    return p
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add ``eval-semantic`` and ``eval-coco`` to an ``argparse`` subparsers object."""
+    add_semantic_args(subparsers.add_parser(
+        "eval-semantic", help="mIoU on a semantic-segmentation benchmark (mmseg conventions)"))
+    add_coco_args(subparsers.add_parser(
+        "eval-coco", help="COCO bbox/segm AP (pycocotools) and semantic mIoU"))
+
+
+def _load_config(path: str, options: dict | None) -> Any:
+    """mmengine ``Config`` from a file, with ``--cfg-options`` merged in."""
+    from mmengine.config import Config
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    cfg = Config.fromfile(path)
+    if options:
+        cfg.merge_from_dict(options)
+    return cfg
+
+
+def _build_segmenter(cfg: Any) -> Any:
+    """``OVSegmenter.from_config``; under torchrun with CUDA each rank gets its own GPU."""
+    import torch
+
+    from ovdense import OVSegmenter
+    from ovdense.evaluation.distributed import env_world
+
+    _, world, local = env_world()
+    overrides = {}
+    if world > 1 and torch.cuda.is_available():
+        overrides["device"] = f"cuda:{local}"
+    return OVSegmenter.from_config(cfg, **overrides)
+
+
+def _current_classes(segmenter: Any) -> list[str] | None:
+    """Class names the segmenter is set up with, if it exposes them."""
+    for holder in (segmenter, getattr(segmenter, "vocabulary", None)):
+        names = getattr(holder, "class_names", None) if holder is not None else None
+        if names:
+            return list(names)
+    return None
+
+
+def _find_class_file(name: str, config_path: str) -> Path | None:
+    """Look for a class-name file next to the config, in ./configs and in the repo's configs."""
+    import ovdense
+
+    roots = [Path(config_path).parent, Path.cwd() / "configs"]
+    pkg = getattr(ovdense, "__file__", None) or next(iter(getattr(ovdense, "__path__", [])), None)
+    if pkg:
+        base = Path(pkg).parent if str(pkg).endswith(".py") else Path(pkg)
+        roots += [base.parent / "configs", base / "configs"]
+    for root in roots:
+        for cand in (root / name, root / "names" / name, root.parent / "names" / name):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def _set_name_file(segmenter: Any, path: str, background: bool) -> None:
+    """``set_classes(path)``; the first line is the background when the dataset has one."""
+    import inspect
+
+    try:
+        params = inspect.signature(segmenter.set_classes).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if background and "background" in params:
+        segmenter.set_classes(path, background="first")
+    else:
+        segmenter.set_classes(path)
+
+
+def _dataset_name(args: argparse.Namespace, cfg: Any) -> str:
+    """``--dataset`` or the config's ``dataset_type`` (or ``dataset.type``)."""
+    name = args.dataset or cfg.get("dataset_type")
+    if not name and isinstance(cfg.get("dataset"), dict):
+        name = cfg.get("dataset").get("type")
+    if not name:
+        raise SystemExit("no dataset: pass --dataset NAME or set dataset_type in the config")
+    return str(name)
+
+
+def run_semantic(args: argparse.Namespace) -> int:
+    """Handler of ``eval-semantic``."""
+    from ovdense.datasets import build_dataset, resolve_name
+    from ovdense.evaluation.distributed import env_world
+    from ovdense.evaluation.semantic_runner import evaluate_semantic
+
+    cfg = _load_config(args.config, args.cfg_options)
+    name = resolve_name(_dataset_name(args, cfg))
+    dataset = build_dataset(name, args.data_root, limit=args.limit)
+    segmenter = _build_segmenter(cfg)
+    classes_file = args.classes_file
+    current = _current_classes(segmenter)
+    if classes_file is None and (current is None or len(current) != dataset.num_classes):
+        found = _find_class_file(dataset.spec.class_file, args.config)
+        if found is None:
+            raise SystemExit(f"class-name file {dataset.spec.class_file} not found next to the "
+                             "config or in configs/; pass --classes-file")
+        classes_file = str(found)
+    if classes_file is not None:
+        _set_name_file(segmenter, classes_file, dataset.spec.background)
+    out = args.out or str(Path("runs") / "eval-semantic" / name)
+    metrics = evaluate_semantic(segmenter, dataset, out_dir=out,
+                                save_predictions=args.save_predictions, progress=not args.quiet,
+                                resume=args.resume, checkpoint_every=args.checkpoint_every)
+    if args.quiet and env_world()[0] == 0:
+        print(f"{name}: mIoU {metrics.mIoU:.2f}  aAcc {metrics.aAcc:.2f}  mAcc {metrics.mAcc:.2f}")
+    return 0
+
+
+def run_coco(args: argparse.Namespace) -> int:
+    """Handler of ``eval-coco``."""
+    from ovdense.evaluation.coco import evaluate_coco
+
+    cfg = _load_config(args.config, args.cfg_options)
+    segmenter = _build_segmenter(cfg)
+    iou_types = [t.strip() for t in args.iou_type.split(",") if t.strip()]
+    result = evaluate_coco(
+        segmenter, args.gt, args.images, classes_file=args.classes_file,
+        background=not args.no_background, strategy=args.strategy,
+        strategy_options={"min_area": args.min_area} if args.min_area else None,
+        iou_types=iou_types, semantic=not args.no_semantic, crowd=args.crowd, limit=args.limit,
+        out_dir=args.out or str(Path("runs") / "eval-coco"), progress=not args.quiet)
+    if args.quiet:
+        for t, m in result.metrics.items():
+            print(f"{t}: AP {m.AP:.3f}  AP50 {m.AP50:.3f}  AP75 {m.AP75:.3f}")
+    return 0
+
+
+def main_semantic(argv: Sequence[str] | None = None) -> int:
+    """Standalone ``eval-semantic`` (used by ``tools/eval_semseg.py``)."""
+    parser = add_semantic_args(argparse.ArgumentParser(description="ovdense semantic evaluation"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def main_coco(argv: Sequence[str] | None = None) -> int:
+    """Standalone ``eval-coco`` (used by ``tools/eval_coco.py``)."""
+    parser = add_coco_args(argparse.ArgumentParser(description="ovdense COCO evaluation"))
+    args = parser.parse_args(argv)
+    return args.func(args)

@@ -1,0 +1,231 @@
+"""Stream a benchmark through a segmenter and accumulate mmseg-style mIoU.
+
+Resumable (per-rank checkpoints of the int64 confusion matrix and the finished image ids) and
+shardable under ``torchrun`` (rank ``r`` of ``W`` takes ``samples[r::W]``; matrices are summed
+with ``all_reduce``, which is exact for integers).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from ovdense.evaluation.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from ovdense.evaluation.meta import collect_versions, config_to_dict, write_json
+from ovdense.evaluation.miou import SemanticEvaluator, SemanticMetrics
+
+__all__ = ["SemanticDataset", "evaluate_semantic", "load_state", "save_state", "state_path"]
+
+
+class SemanticDataset(Protocol):
+    """What the runner needs from a dataset (see :class:`ovdense.datasets.SemSegDataset`)."""
+
+    samples: Sequence[Any]  # items with image_id, image_path, gt_path
+    num_classes: int
+    name: str
+
+    def load_gt(self, gt_path: Any) -> np.ndarray:
+        """Ground truth label map, int, ``(H, W)``."""
+        ...
+
+
+def state_path(out_dir: str | Path, rank: int) -> Path:
+    """Checkpoint file of ``rank`` inside ``out_dir``."""
+    return Path(out_dir) / f"state_rank{rank}.npz"
+
+
+def save_state(path: Path, matrix: np.ndarray, done: list[str], world_size: int, dataset: str) -> None:
+    """Atomically write a checkpoint (confusion matrix + finished image ids)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(
+        tmp,
+        matrix=matrix.astype(np.int64),
+        done=np.array(done, dtype=str),
+        world_size=np.int64(world_size),
+        dataset=np.array(dataset),
+    )
+    tmp.replace(path)
+
+
+def load_state(path: Path, num_classes: int, world_size: int, dataset: str) -> tuple[np.ndarray, list[str]]:
+    """Read a checkpoint; checks that it belongs to the same dataset, classes and world size."""
+    with np.load(path, allow_pickle=False) as data:
+        matrix = data["matrix"].astype(np.int64)
+        done = [str(x) for x in data["done"].tolist()]
+        saved_world = int(data["world_size"])
+        saved_dataset = str(data["dataset"])
+    if matrix.shape != (num_classes, num_classes):
+        raise ValueError(f"{path}: checkpoint has {matrix.shape[0]} classes, expected {num_classes}")
+    if saved_world != world_size:
+        raise ValueError(
+            f"{path}: checkpoint was written by a run with {saved_world} processes; "
+            f"resume with the same number (now {world_size})"
+        )
+    if saved_dataset != dataset:
+        raise ValueError(f"{path}: checkpoint is for dataset {saved_dataset!r}, not {dataset!r}")
+    return matrix, done
+
+
+def _save_prediction(label_map: np.ndarray, path: Path, num_classes: int) -> None:
+    """Write a label-map PNG (palette PNG of class indices, 16-bit above 256 classes)."""
+    from ovdense.io.writers import write_label_png
+
+    write_label_png(str(path), label_map, num_classes)
+
+
+def _class_names(segmenter: Any, result: Any, num_classes: int) -> list[str]:
+    """Class names from the first result (or the segmenter), checked against the dataset."""
+    names = getattr(result, "class_names", None) or getattr(segmenter, "class_names", None)
+    if names is None:
+        return [str(i) for i in range(num_classes)]
+    names = list(names)
+    if len(names) != num_classes:
+        raise ValueError(
+            f"the segmenter predicts {len(names)} classes but the dataset has {num_classes}; "
+            "set the dataset's class-name file with set_classes()"
+        )
+    return [str(n) for n in names]
+
+
+def _device_of(segmenter: Any) -> Any:
+    return getattr(segmenter, "device", None)
+
+
+def evaluate_semantic(
+    segmenter: Any,
+    dataset: SemanticDataset,
+    limit: int | None = None,
+    out_dir: str | Path | None = None,
+    save_predictions: bool = False,
+    progress: bool = True,
+    resume: bool = False,
+    checkpoint_every: int = 50,
+    ignore_index: int = 255,
+) -> SemanticMetrics:
+    """Evaluate ``segmenter`` on ``dataset`` and return mmseg-style metrics (percent).
+
+    Args:
+        segmenter: anything with ``predict(image) -> result`` where ``result.label_map`` is an
+            ``(H, W)`` int array of class indices (same size as the ground truth) and
+            ``result.class_names`` lists the classes (optional).
+        dataset: a :class:`ovdense.datasets.SemSegDataset` (or compatible object).
+        limit: evaluate only the first ``limit`` samples.
+        out_dir: folder for ``metrics.json``, ``confusion.npy``, checkpoints and predictions.
+        save_predictions: write ``out_dir/preds/<image_id>.png`` label maps.
+        progress: show a tqdm bar (rank 0 only) and print the per-class table.
+        resume: continue from ``out_dir/state_rank{r}.npz`` if present.
+        checkpoint_every: checkpoint after this many images (needs ``out_dir``).
+        ignore_index: ground-truth value that is not evaluated.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) each rank evaluates ``samples[rank::world]`` and the
+    returned metrics (on every rank) cover the whole dataset; only rank 0 writes the results.
+    """
+    if (resume or save_predictions) and out_dir is None:
+        raise ValueError("resume and save_predictions need out_dir")
+    samples = list(dataset.samples)
+    if limit is not None:
+        samples = samples[: max(int(limit), 0)]
+    info: DistInfo = init_distributed(_device_of(segmenter))
+    try:
+        return _run(segmenter, dataset, samples, info, out_dir, save_predictions, progress,
+                    resume, checkpoint_every, ignore_index)
+    finally:
+        shutdown(info)
+
+
+def _run(
+    segmenter: Any,
+    dataset: SemanticDataset,
+    samples: list[Any],
+    info: DistInfo,
+    out_dir: str | Path | None,
+    save_predictions: bool,
+    progress: bool,
+    resume: bool,
+    checkpoint_every: int,
+    ignore_index: int,
+) -> SemanticMetrics:
+    """Body of :func:`evaluate_semantic` once the process group is known."""
+    from tqdm import tqdm
+
+    num_classes = int(dataset.num_classes)
+    evaluator = SemanticEvaluator(num_classes, ignore_index=ignore_index)
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt = state_path(out, info.rank) if out is not None else None
+    done: list[str] = []
+    if resume and ckpt is not None and ckpt.is_file():
+        matrix, done = load_state(ckpt, num_classes, info.world_size, dataset.name)
+        evaluator.add_matrix(matrix)
+    done_set = set(done)
+    mine = [s for s in samples[info.rank :: info.world_size] if str(s.image_id) not in done_set]
+    class_names: list[str] | None = None
+    start = time.perf_counter()
+    bar = tqdm(mine, disable=not progress or info.rank != 0, desc=f"eval {dataset.name}")
+    for n, sample in enumerate(bar, start=1):
+        result = segmenter.predict(str(sample.image_path), return_scores=False)
+        if class_names is None:
+            class_names = _class_names(segmenter, result, num_classes)
+        gt = dataset.load_gt(sample.gt_path)
+        label_map = np.asarray(result.label_map)
+        if label_map.shape != gt.shape:
+            raise ValueError(
+                f"{sample.image_id}: prediction {label_map.shape} and ground truth {gt.shape} differ; "
+                "predictions must be resized to the original image size"
+            )
+        evaluator.update(label_map, gt)
+        done.append(str(sample.image_id))
+        if save_predictions and out is not None:
+            _save_prediction(label_map, out / "preds" / f"{sample.image_id}.png", num_classes)
+        if ckpt is not None and checkpoint_every > 0 and n % checkpoint_every == 0:
+            save_state(ckpt, evaluator.matrix, done, info.world_size, dataset.name)
+    elapsed = time.perf_counter() - start
+    if ckpt is not None:
+        save_state(ckpt, evaluator.matrix, done, info.world_size, dataset.name)
+    total = all_reduce_sum(evaluator.matrix, info)
+    if class_names is None:
+        seg_names = getattr(segmenter, "class_names", None)
+        class_names = (list(map(str, seg_names)) if seg_names and len(seg_names) == num_classes
+                       else [str(i) for i in range(num_classes)])
+    merged = SemanticEvaluator(num_classes, ignore_index, class_names)
+    merged.add_matrix(total)
+    metrics = merged.compute()
+    if info.rank == 0:
+        if out is not None:
+            np.save(out / "confusion.npy", total)
+            write_json(out / "metrics.json", _report(segmenter, dataset, metrics, len(samples),
+                                                     info, elapsed, ignore_index))
+        if progress:
+            print(metrics.table())
+    barrier(info)
+    return metrics
+
+
+def _report(
+    segmenter: Any,
+    dataset: SemanticDataset,
+    metrics: SemanticMetrics,
+    num_images: int,
+    info: DistInfo,
+    elapsed_s: float,
+    ignore_index: int,
+) -> dict:
+    """Content of ``metrics.json``."""
+    spec = getattr(dataset, "spec", None)
+    return {
+        "task": "semantic",
+        "dataset": dataset.name,
+        "data_root": str(getattr(dataset, "root", "")),
+        "num_images": num_images,
+        "num_classes": int(dataset.num_classes),
+        "reduce_zero_label": bool(getattr(spec, "reduce_zero_label", False)),
+        "ignore_index": ignore_index,
+        **metrics.to_dict(),
+        "world_size": info.world_size,
+        "rank0_seconds": round(elapsed_s, 3),
+        "config": config_to_dict(getattr(segmenter, "config", None)),
+        "versions": collect_versions(),
+    }

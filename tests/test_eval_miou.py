@@ -1,0 +1,119 @@
+"""SemanticEvaluator against an independent brute-force IoU, shard merging, reduce_zero_label."""
+
+import numpy as np
+import pytest
+
+from ovdense.datasets import reduce_zero_label
+from ovdense.evaluation import SemanticEvaluator, metrics_from_confusion
+
+
+def brute_force(preds, gts, num_classes, ignore=255):
+    """Per-class IoU/Acc (percent) with boolean masks, summed over images (mmseg style)."""
+    inter = np.zeros(num_classes)
+    union = np.zeros(num_classes)
+    area_gt = np.zeros(num_classes)
+    for pred, gt in zip(preds, gts):
+        valid = gt != ignore
+        for c in range(num_classes):
+            p = (pred == c) & valid
+            g = (gt == c) & valid
+            inter[c] += (p & g).sum()
+            union[c] += (p | g).sum()
+            area_gt[c] += g.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = inter / union * 100
+        acc = inter / area_gt * 100
+    return iou, acc, inter.sum() / area_gt.sum() * 100
+
+
+def random_pairs(rng, n, num_classes, shape=(23, 31), absent=()):
+    pairs = []
+    for _ in range(n):
+        gt = rng.integers(0, num_classes, shape)
+        pred = np.where(rng.random(shape) < 0.6, gt, rng.integers(0, num_classes, shape))
+        for c in absent:
+            gt[gt == c] = (c + 1) % num_classes
+            pred[pred == c] = (c + 1) % num_classes
+        gt[rng.random(shape) < 0.1] = 255
+        pairs.append((pred, gt))
+    return pairs
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.int64])
+def test_matches_brute_force(dtype):
+    rng = np.random.default_rng(0)
+    pairs = random_pairs(rng, 5, 7, absent=(3,))
+    ev = SemanticEvaluator(7)
+    for pred, gt in pairs:
+        ev.update(pred.astype(dtype), gt.astype(np.uint8 if dtype == np.uint8 else np.int64))
+    m = ev.compute()
+    iou, acc, aacc = brute_force(*zip(*pairs), num_classes=7)
+    np.testing.assert_allclose(m.iou, iou, equal_nan=True)
+    np.testing.assert_allclose(m.acc, acc, equal_nan=True)
+    assert np.isnan(m.iou[3]) and np.isnan(m.acc[3])
+    assert m.mIoU == pytest.approx(np.nanmean(iou))
+    assert m.mAcc == pytest.approx(np.nanmean(acc))
+    assert m.aAcc == pytest.approx(aacc)
+    assert m.num_pixels == sum(int((g != 255).sum()) for _, g in pairs)
+
+
+def test_false_positive_class_counts_as_zero():
+    gt = np.array([[0, 0], [1, 1]])
+    pred = np.array([[0, 2], [1, 1]])
+    ev = SemanticEvaluator(3)
+    ev.update(pred, gt)
+    m = ev.compute()
+    assert m.iou[2] == 0.0 and np.isnan(m.acc[2])
+    assert m.mIoU == pytest.approx((50.0 + 100.0 + 0.0) / 3)
+
+
+def test_merge_of_shards_equals_single_pass():
+    rng = np.random.default_rng(1)
+    pairs = random_pairs(rng, 9, 5)
+    single = SemanticEvaluator(5)
+    shards = [SemanticEvaluator(5) for _ in range(3)]
+    for i, (pred, gt) in enumerate(pairs):
+        single.update(pred, gt)
+        shards[i % 3].update(pred, gt)
+    merged = SemanticEvaluator(5)
+    for s in shards:
+        merged.merge(s)
+    assert merged.matrix.dtype == np.int64
+    np.testing.assert_array_equal(merged.matrix, single.matrix)
+    restored = SemanticEvaluator(5)
+    restored.load_state_dict(single.state_dict())
+    assert restored.compute().mIoU == single.compute().mIoU
+
+
+def test_errors_and_empty():
+    ev = SemanticEvaluator(3)
+    with pytest.raises(ValueError):
+        ev.update(np.zeros((2, 2), int), np.zeros((2, 3), int))
+    with pytest.raises(ValueError):
+        ev.update(np.full((2, 2), 3), np.zeros((2, 2), int))
+    with pytest.raises(ValueError):
+        ev.update(np.zeros((2, 2)), np.zeros((2, 2), int))
+    ev.update(np.full((2, 2), 7), np.full((2, 2), 255))  # ignored pixels: no check
+    assert np.isnan(ev.compute().mIoU)
+    assert np.isnan(metrics_from_confusion(np.zeros((2, 2), np.int64)).aAcc)
+
+
+def test_reduce_zero_label_like_mmseg():
+    raw = np.array([[0, 1, 2], [150, 254, 255]], dtype=np.uint8)
+    expected = np.array([[255, 0, 1], [149, 253, 255]])
+    np.testing.assert_array_equal(reduce_zero_label(raw), expected)
+    # mmseg's uint8 recipe
+    ref = raw.copy()
+    ref[ref == 0] = 255
+    ref = ref - 1
+    ref[ref == 254] = 255
+    np.testing.assert_array_equal(reduce_zero_label(raw), ref.astype(np.int64))
+
+
+def test_table_and_dict():
+    ev = SemanticEvaluator(2, class_names=["bg", "cat"])
+    ev.update(np.array([[0, 1]]), np.array([[0, 0]]))
+    m = ev.compute()
+    d = m.to_dict()
+    assert d["per_class"][1]["name"] == "cat" and d["per_class"][1]["Acc"] is None
+    assert "mIoU" in m.table() and m.rounded().mIoU == round(m.mIoU, 2)

@@ -1,0 +1,128 @@
+"""Semantic runner: sharded (2 gloo processes) == single process, resume, outputs, CLI."""
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(__file__))
+from fakes import dataset_segmenter, make_layout, sharded_worker  # noqa: E402
+
+from ovdense.datasets import build_dataset  # noqa: E402
+from ovdense.evaluation import cli as eval_cli  # noqa: E402
+from ovdense.evaluation.semantic_runner import evaluate_semantic, state_path  # noqa: E402
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def voc(tmp_path):
+    make_layout("voc21", tmp_path / "data", n_images=7, seed=5)
+    return build_dataset("voc21", tmp_path / "data")
+
+
+def test_two_process_gloo_equals_single(voc, tmp_path, monkeypatch):
+    import torch.multiprocessing as mp
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    single = evaluate_semantic(dataset_segmenter(voc, noise=0.2, seed=3), voc,
+                               out_dir=tmp_path / "single", progress=False)
+    out = tmp_path / "sharded"
+    ctx = mp.start_processes(sharded_worker, nprocs=2, join=False, start_method="spawn",
+                             args=(2, _free_port(), str(tmp_path / "data"), str(out), "voc21"))
+    deadline = time.monotonic() + 120
+    try:
+        while not ctx.join(timeout=1):
+            assert time.monotonic() < deadline, "sharded run timed out"
+    finally:
+        for proc in ctx.processes:
+            if proc.is_alive():
+                proc.kill()
+    np.testing.assert_array_equal(np.load(out / "confusion.npy"),
+                                  np.load(tmp_path / "single" / "confusion.npy"))
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["world_size"] == 2 and report["num_images"] == 7
+    assert report["mIoU"] == single.mIoU and report["aAcc"] == single.aAcc
+    done = [list(np.load(state_path(out, r))["done"]) for r in (0, 1)]
+    assert len(done[0]) == 4 and len(done[1]) == 3 and not set(done[0]) & set(done[1])
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_resume_continues_where_it_stopped(voc, tmp_path):
+    full = evaluate_semantic(dataset_segmenter(voc), voc, progress=False)
+    broken = dataset_segmenter(voc)
+    real = broken.predict
+
+    def predict(image, return_scores=False):
+        if len(broken.calls) == 4:
+            raise _Crash
+        return real(image, return_scores)
+
+    broken.predict = predict
+    out = tmp_path / "run"
+    with pytest.raises(_Crash):
+        evaluate_semantic(broken, voc, out_dir=out, progress=False, checkpoint_every=2)
+    assert len(np.load(state_path(out, 0))["done"]) == 4
+    again = dataset_segmenter(voc)
+    resumed = evaluate_semantic(again, voc, out_dir=out, progress=False, resume=True)
+    assert len(again.calls) == 3
+    np.testing.assert_array_equal(resumed.iou, full.iou)
+    assert resumed.mIoU == full.mIoU
+
+
+def test_outputs_and_checks(voc, tmp_path, capsys):
+    seg = dataset_segmenter(voc)
+    m = evaluate_semantic(seg, voc, limit=3, out_dir=tmp_path, save_predictions=True)
+    assert "mIoU" in capsys.readouterr().out
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["num_images"] == 3 and report["dataset"] == "voc21" and report["unit"] == "percent"
+    assert report["config"]["type"] == "FakeSegmenter" and report["versions"]["torch"]
+    assert report["per_class"][5]["name"] == "class5" and report["mIoU"] == m.mIoU
+    sample = voc.samples[0]
+    pred = np.array(Image.open(tmp_path / "preds" / f"{sample.image_id}.png"))
+    np.testing.assert_array_equal(pred, seg.predict(str(sample.image_path)).label_map)
+    seg.set_classes(["a", "b"])
+    with pytest.raises(ValueError, match="predicts 2 classes"):
+        evaluate_semantic(seg, voc, progress=False)
+
+
+def test_cli_end_to_end(voc, tmp_path, monkeypatch):
+    parser = argparse.ArgumentParser()
+    eval_cli.register_cli(parser.add_subparsers(dest="cmd"))
+    cfg = tmp_path / "cfg.py"
+    cfg.write_text("dataset_type = 'PascalVOCDataset'\nmodel = dict(prob_thd=0.0)\n")
+    (tmp_path / "cls_voc21.txt").write_text("\n".join(f"name{i}" for i in range(21)) + "\n")
+    built = {}
+
+    def fake_build(c):
+        built["cfg"] = c
+        seg = dataset_segmenter(voc)
+        seg.class_names = []
+        return seg
+
+    monkeypatch.setattr(eval_cli, "_build_segmenter", fake_build)
+    out = tmp_path / "out"
+    args = parser.parse_args(["eval-semantic", "--config", str(cfg), "--data-root",
+                              str(tmp_path / "data"), "--limit", "2", "--out", str(out),
+                              "--quiet", "--cfg-options", "model.prob_thd=0.3"])
+    assert args.func(args) == 0
+    assert built["cfg"].model.prob_thd == 0.3
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["num_images"] == 2 and report["per_class"][3]["name"] == "name3"
+    coco_args = parser.parse_args(["eval-coco", "--config", "c.py", "--gt", "g.json",
+                                   "--images", "d"])
+    assert coco_args.func is eval_cli.run_coco and coco_args.iou_type == "bbox,segm"
