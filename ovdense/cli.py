@@ -50,8 +50,15 @@ def _classes_from_args(args):
 
 
 def cmd_segment(args) -> int:
-    from .folder import segment_folder
+    from .distributed import barrier, env_world, init_distributed, shutdown
+    from .folder import merge_rank_records, segment_folder
 
+    _, world, local = env_world()
+    if world > 1 and args.device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            args.device = f"cuda:{local}"  # one GPU per process under torchrun
     classes = _classes_from_args(args)
     background = args.background
     if background is None and args.background_first:
@@ -64,18 +71,23 @@ def cmd_segment(args) -> int:
     if seg.vocabulary is None:
         print("error: no classes: pass --classes or --classes-file (or use a config with classes)", file=sys.stderr)
         return 2
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    dist = init_distributed(seg.device)
     info = {"config": seg.config, "command": " ".join(sys.argv), "device": str(seg.device), "dtype": str(seg.dtype)}
     try:
         summary = segment_folder(seg, args.src, args.out, resume=args.resume, batch_size=args.batch_size,
-                                 progress=not args.quiet, save_overlays=not args.no_overlays, run_info=info,
-                                 shard=(rank, world))
+                                 progress=not args.quiet and dist.rank == 0, save_overlays=not args.no_overlays,
+                                 run_info=info, shard=(dist.rank, dist.world_size))
+        barrier(dist)
+        if dist.distributed and dist.rank == 0:
+            merge_rank_records(args.out, dist.world_size)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished images are kept; rerun with --resume to continue", file=sys.stderr)
         return 130
+    finally:
+        shutdown(dist)
     print(f"{summary.done} segmented, {summary.skipped} already done, {len(summary.failed)} failed "
           f"({summary.seconds:.1f} s) -> {args.out}")
     for failure in summary.failed:

@@ -165,3 +165,25 @@ def segment_folder(
             "shard": {"rank": rank, "world_size": world},
         })
     return summary
+
+
+def merge_rank_records(out_dir: str, world_size: int) -> Dict[str, Any]:
+    """Merge ``run_rank{r}.json`` of a sharded run into ``run.json`` (counts summed, failures joined)."""
+    import json
+
+    records = []
+    for rank in range(world_size):
+        path = os.path.join(out_dir, f"run_rank{rank}.json")
+        with open(path, encoding="utf-8") as fh:
+            records.append(json.load(fh))
+    merged = dict(records[0])
+    for key in ("images", "done", "skipped_existing"):
+        merged[key] = sum(r[key] for r in records)
+    merged["failed"] = sorted((f for r in records for f in r["failed"]), key=lambda f: f["path"])
+    merged["seconds"] = max(r["seconds"] for r in records)
+    merged["interrupted"] = any(r["interrupted"] for r in records)
+    merged["shard"] = {"world_size": world_size, "per_rank": [
+        {"rank": r["shard"]["rank"], "images": r["images"], "done": r["done"], "seconds": r["seconds"]}
+        for r in records]}
+    write_json(os.path.join(out_dir, "run.json"), merged)
+    return merged

@@ -108,3 +108,41 @@ def test_tools_script_runs(tmp_path, image_folder, tiny_config):
     assert proc.returncode == 0, proc.stderr
     assert (out / "labels" / "rgb.png").is_file()
     assert json.loads((out / "run.json").read_text())["config"]["protocol"]["logit_scale"] == 50
+
+
+def test_sharded_folder_run_equals_single_process(tmp_path, image_folder, tiny_backbone):
+    """torchrun with 2 CPU processes (gloo) writes exactly the single-process outputs; rank 0 merges run.json."""
+    import socket
+
+    import torch
+
+    weights = tmp_path / "tiny.pt"
+    torch.save(tiny_backbone.model.state_dict(), weights)
+    config = tmp_path / "fixed.py"
+    config.write_text(
+        f"model = dict(clip_model={str(TINY_CONFIG)!r}, pretrained={str(weights)!r}, head=dict(type='naclip'))\n"
+        "protocol = dict(short_side=64, slide_crop=64, slide_stride=32, pamr_steps=2, pamr_dilations=(1, 2),"
+        " templates='simple')\n")
+    common = [str(image_folder), "--config", str(config), "--classes", "cat", "dog", "--background", "sky",
+              "--device", "cpu", "--quiet"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    single = tmp_path / "single"
+    assert main(["segment", *common, "--out", str(single)]) == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sharded = tmp_path / "sharded"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "ovdense.cli",
+                           "segment", *common, "--out", str(sharded)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    labels = sorted(p.relative_to(single) for p in (single / "labels").rglob("*.png"))
+    assert labels == sorted(p.relative_to(sharded) for p in (sharded / "labels").rglob("*.png"))
+    for rel in labels:
+        assert np.array_equal(np.array(Image.open(single / rel)), np.array(Image.open(sharded / rel))), rel
+    merged = json.loads((sharded / "run.json").read_text())
+    ref = json.loads((single / "run.json").read_text())
+    assert (merged["images"], merged["done"]) == (ref["images"], ref["done"]) == (6, 4)
+    assert [f["path"] for f in merged["failed"]] == sorted(f["path"] for f in ref["failed"])
+    assert [r["images"] for r in merged["shard"]["per_rank"]] == [3, 3]

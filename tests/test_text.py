@@ -69,3 +69,11 @@ def test_corrupt_disk_cache_is_rebuilt(tiny_backbone, tmp_path):
     again = TextEmbedder(tiny_backbone, ("{}",), cache_dir=str(tmp_path))
     again(["cat"])
     assert again.encoded_queries == 1
+
+
+def test_truncated_text_forward_equals_open_clip_encode_text(tiny_backbone):
+    """Cutting the padded tail after the last end-of-text token leaves the embeddings unchanged."""
+    texts = ["a photo of a cat.", "a bad photo of the big red double-decker bus.", "x"]
+    tokens = tiny_backbone.tokenizer()(texts)
+    ref = tiny_backbone.model.encode_text(tokens)
+    torch.testing.assert_close(tiny_backbone.encode_text(texts), ref, atol=1e-5, rtol=1e-5)

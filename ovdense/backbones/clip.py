@@ -337,11 +337,33 @@ class CLIPBackbone(nn.Module):
             self._tokenizer = tok
         return tok
 
+    def _causal_text_tower(self) -> bool:
+        """True for open_clip's plain CLIP text tower: causal mask, argmax (EOT) pooling."""
+        m = self.model
+        return (getattr(m, "text_pool_type", None) == "argmax" and getattr(m, "attn_mask", None) is not None
+                and hasattr(m, "token_embedding") and hasattr(m, "transformer"))
+
     @torch.no_grad()
     def encode_text(self, texts) -> torch.Tensor:
-        """Unnormalised text embeddings ``[T, D]`` for a list of strings."""
+        """Unnormalised text embeddings ``[T, D]`` for a list of strings.
+
+        For open_clip's causal CLIP text tower the padded tail after the longest prompt's
+        end-of-text token is cut before the transformer runs: under the causal mask no token
+        attends to later ones, so the pooled end-of-text features are unchanged (equal to
+        ``model.encode_text`` up to float rounding) at a fraction of the 77-token cost.
+        """
         tokens = self.tokenizer()(list(texts)).to(self.device)
-        return self.model.encode_text(tokens)
+        m = self.model
+        if not self._causal_text_tower():
+            return m.encode_text(tokens)
+        eot = tokens.argmax(dim=-1)
+        length = int(eot.max()) + 1
+        cast = m.transformer.get_cast_dtype()
+        x = m.token_embedding(tokens[:, :length]).to(cast) + m.positional_embedding[:length].to(cast)
+        x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
+        x = m.ln_final(x)[torch.arange(x.shape[0], device=x.device), eot]
+        proj = m.text_projection
+        return proj(x) if isinstance(proj, nn.Linear) else x @ proj
 
     def __repr__(self) -> str:  # keep printing a segmenter short
         return (f"CLIPBackbone(name={self.name!r}, pretrained={self.pretrained!r}, patch={self.patch_size}, "

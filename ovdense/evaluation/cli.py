@@ -89,7 +89,7 @@ def _build_segmenter(cfg: Any) -> Any:
     import torch
 
     from ovdense import OVSegmenter
-    from ovdense.evaluation.distributed import env_world
+    from ovdense.distributed import env_world
 
     _, world, local = env_world()
     overrides = {}
@@ -150,7 +150,7 @@ def _dataset_name(args: argparse.Namespace, cfg: Any) -> str:
 def run_semantic(args: argparse.Namespace) -> int:
     """Handler of ``eval-semantic``."""
     from ovdense.datasets import build_dataset, resolve_name
-    from ovdense.evaluation.distributed import env_world
+    from ovdense.distributed import env_world
     from ovdense.evaluation.semantic_runner import evaluate_semantic
 
     cfg = _load_config(args.config, args.cfg_options)

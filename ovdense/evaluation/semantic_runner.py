@@ -13,7 +13,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from ovdense.evaluation.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from ovdense.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from ovdense.evaluation.meta import collect_versions, config_to_dict, write_json
 from ovdense.evaluation.miou import SemanticEvaluator, SemanticMetrics
 
