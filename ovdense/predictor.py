@@ -119,6 +119,9 @@ class OVSegmenter:
         text_cache_dir: disk cache of text embeddings (default ``~/.cache/ovdense``; ``""``
             keeps it in memory only).
         batch_size: windows per forward pass (windows of several images share batches).
+        compile: wrap the backbone-and-head forward in ``torch.compile`` (True, or a
+            torch.compile backend name such as ``"inductor"``); shapes vary with image sizes,
+            so it pays off for fixed-size windows on GPU.
         mean, std: normalisation on 0-255 RGB (CLIP's by default).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"``...
         dtype: ``"fp32"``, ``"fp16"``, ``"bf16"`` or ``"auto"`` (fp16 on CUDA); softmaxes,
@@ -148,6 +151,7 @@ class OVSegmenter:
         templates: Union[str, Sequence[str], None] = "openai80",
         text_cache_dir: Optional[str] = None,
         batch_size: int = 16,
+        compile: Union[bool, str] = False,
         mean: Sequence[float] = CLIP_MEAN,
         std: Sequence[float] = CLIP_STD,
         device: Union[str, torch.device, None] = "auto",
@@ -187,6 +191,10 @@ class OVSegmenter:
         self._text_features: Optional[torch.Tensor] = None
         self._query_to_class: Optional[torch.Tensor] = None
         self._lock = threading.RLock()
+        self._forward = self._tokens
+        if compile:
+            backend = compile if isinstance(compile, str) else "inductor"
+            self._forward = torch.compile(self._tokens, backend=backend, dynamic=None)
         self.config: Optional[Dict[str, Any]] = None  # filled by from_config
 
     # ------------------------------------------------------------------ construction
@@ -247,13 +255,17 @@ class OVSegmenter:
         x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float()
         return (x - self._mean.to(self.device)) / self._std.to(self.device)
 
+    def _tokens(self, crops: torch.Tensor) -> torch.Tensor:
+        """Projected patch tokens ``[B, h*w, D]`` of normalised crops (backbone prefix + head)."""
+        view = self.backbone.prefix(crops)
+        return self.backbone.project(self.head(view, self.backbone)[:, 1:])
+
     @torch.no_grad()
     def dense_features(self, crops: torch.Tensor) -> torch.Tensor:
         """L2-normalised dense features ``[B, D, h, w]`` (float32) of normalised crops ``[B, 3, H, W]``."""
-        view = self.backbone.prefix(crops.to(self.device))
-        tokens = self.head(view, self.backbone)
-        feats = F.normalize(self.backbone.project(tokens[:, 1:]).float(), dim=-1)
-        h, w = view.grid
+        crops = crops.to(self.device)
+        h, w = self.backbone.grid_for(tuple(crops.shape[-2:]))
+        feats = F.normalize(self._forward(crops).float(), dim=-1)
         return feats.reshape(feats.shape[0], h, w, -1).permute(0, 3, 1, 2)
 
     def _windows(self, size: Tuple[int, int]) -> Tuple[List[Box], Tuple[int, int, int, int], bool]:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ovdense.postprocess import decode, synonym_max
-from ovdense.refine import pamr
+from ovdense.refine import pamr, pamr_stacked
 from conftest import golden
 
 Q2C = torch.tensor([0, 0, 1, 2, 2, 3, 4])
@@ -24,6 +24,8 @@ def test_naclip_pamr_and_post_processing_equal_golden(golden_inputs):
     g = golden("naclip")
     refined = pamr(torch.from_numpy(golden_inputs["img"]), torch.from_numpy(g["slide_logits"])[None], 10, (8, 16))[0]
     assert np.abs(refined.numpy() - g["pamr_logits"]).max() < 1e-5
+    stacked = pamr_stacked(torch.from_numpy(golden_inputs["img"]), torch.from_numpy(g["slide_logits"])[None], 10)
+    assert np.abs(stacked[0].numpy() - g["pamr_logits"]).max() < 1e-5
     probs, labels = decode(refined, Q2C, 5, float(g["post_scale"]), float(g["post_prob_thd"]), renormalize=True)
     assert np.abs(probs.numpy() - g["post_probs"]).max() < 1e-5
     assert np.array_equal(labels.numpy(), g["post_labels"].astype(np.int64))

@@ -148,3 +148,20 @@ def test_pamr_option_changes_logits_and_keeps_shape(tiny_backbone):
     plain = _segmenter(tiny_backbone).predict(img, return_scores=True)
     assert res.scores.shape == plain.scores.shape
     assert np.abs(res.scores - plain.scores).max() > 1e-4
+
+
+def test_compiled_forward_and_bf16_agree_with_fp32(tiny_backbone):
+    """torch.compile (eager backend: wiring only) is exact; bf16 stays close to fp32."""
+    x = torch.randn(2, 3, 64, 96)
+    ref = ovdense.OVSegmenter(backbone=tiny_backbone, head="sclip", device="cpu", text_cache_dir="")
+    compiled = ovdense.OVSegmenter(backbone=tiny_backbone, head="sclip", device="cpu", text_cache_dir="",
+                                   compile="eager")
+    torch.testing.assert_close(compiled.dense_features(x), ref.dense_features(x))
+    import copy
+
+    half = ovdense.OVSegmenter(backbone=copy.deepcopy(tiny_backbone), head="sclip", device="cpu",
+                               dtype="bf16", text_cache_dir="")
+    low = half.dense_features(x)
+    assert low.dtype == torch.float32
+    cos = (low * ref.dense_features(x)).sum(1)
+    assert cos.min() > 0.98

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 import ovdense
 from ovdense.postprocess import decode
+from ovdense.refine import pamr_stacked
 from ovdense.text import TextEmbedder
 from ovdense.windows import window_boxes
 
@@ -52,6 +53,17 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+@torch.no_grad()
+def reference_features(seg: ovdense.OVSegmenter, crop: torch.Tensor) -> torch.Tensor:
+    """Dense features with the attention matrix built explicitly (bmm + softmax), as the
+    official code does, instead of the fused scaled-dot-product kernels."""
+    view = seg.backbone.prefix(crop)
+    tokens = seg.head.finish(view, seg.backbone, seg.head.attention(view) @ view.v)
+    feats = F.normalize(seg.backbone.project(tokens[:, 1:]).float(), dim=-1)
+    h, w = view.grid
+    return feats.reshape(feats.shape[0], h, w, -1).permute(0, 3, 1, 2)
+
+
 def plain_baseline(seg: ovdense.OVSegmenter, image: np.ndarray, classes, encode_text: bool = True):
     """The official implementations' way: one window per forward pass, text encoded per run
     (``encode_text=False`` reuses the segmenter's text, to time the image side alone)."""
@@ -74,7 +86,7 @@ def plain_baseline(seg: ovdense.OVSegmenter, image: np.ndarray, classes, encode_
         pad = seg._windows((y2 - y1, x2 - x1))[1] if seg.slide_crop > 0 else (0, 0, 0, 0)
         if any(pad):
             crop = F.pad(crop, pad)
-        feats = seg.dense_features(crop)
+        feats = reference_features(seg, crop)
         logit = torch.einsum("bdhw,qd->bqhw", feats, text)
         if seg.slide_crop <= 0:
             preds = F.interpolate(logit, size=ori, mode="bilinear")[0]
@@ -88,8 +100,10 @@ def plain_baseline(seg: ovdense.OVSegmenter, image: np.ndarray, classes, encode_
         preds = F.interpolate((preds / count)[None], size=ori, mode="bilinear")[0]
     _sync(seg.device)
     t2 = time.perf_counter()
-    feats_stub = type("F", (), {"guide": x})()
-    logits = seg.refine(preds, feats_stub)
+    logits = preds
+    if seg.pamr_steps > 0:
+        guide = F.interpolate(x[None], size=ori, mode="bilinear")
+        logits = pamr_stacked(guide, preds[None], seg.pamr_steps, seg.pamr_dilations)[0]
     _, labels = decode(logits, torch.tensor(vocab.query_to_class, device=seg.device), vocab.num_classes,
                        seg.logit_scale, seg.background_threshold, seg.area_threshold, seg.renormalize)
     _sync(seg.device)

@@ -35,8 +35,11 @@ class Head(nn.Module):
     def forward(self, view: BlockView, backbone: CLIPBackbone,
                 aux: Optional[Mapping[str, torch.Tensor]] = None) -> torch.Tensor:
         """Tokens leaving the last block ``[B, N, C]`` (CLS first), before ``ln_post``."""
+        return self.finish(view, backbone, self.mix(view, aux))
+
+    def finish(self, view: BlockView, backbone: CLIPBackbone, mixed: torch.Tensor) -> torch.Tensor:
+        """The rest of the block after mixing: ``out_proj``, optional residual and MLP."""
         blk = backbone.last_block
-        mixed = self.mix(view, aux)
         b, h, n, d = mixed.shape
         z = blk.ls_1(blk.attn.out_proj(mixed.transpose(1, 2).reshape(b, n, h * d)))
         if self.keep_residual:

@@ -1,3 +1,3 @@
-from .pamr import pamr
+from .pamr import pamr, pamr_stacked
 
-__all__ = ["pamr"]
+__all__ = ["pamr", "pamr_stacked"]

@@ -58,3 +58,21 @@ def pamr(image: torch.Tensor, logits: torch.Tensor, num_iter: int = 10,
                 n += 1
         mask = out
     return mask.to(logits.dtype)
+
+
+def pamr_stacked(image: torch.Tensor, logits: torch.Tensor, num_iter: int = 10,
+                 dilations: Sequence[int] = (8, 16)) -> torch.Tensor:
+    """PAMR laid out as the original code does it: every neighbour of every pixel stacked into
+    ``[B, C, 8*|dil|, H, W]`` tensors (memory grows with the class count). Same result as
+    :func:`pamr`; kept as the reference for tests and the benchmark's baseline."""
+    def stack(x: torch.Tensor, with_centre: bool) -> torch.Tensor:
+        return torch.stack([s for d in dilations for s in _shifted(x, d, with_centre)], dim=2)
+
+    image = image.float()
+    mask = F.interpolate(logits.float(), size=image.shape[-2:], mode="bilinear", align_corners=True)
+    std = stack(image, True).std(dim=2, keepdim=True)
+    aff = (-(image.unsqueeze(2) - stack(image, False)).abs() / (1e-8 + 0.1 * std)).mean(1, keepdim=True)
+    aff = aff.softmax(dim=2)
+    for _ in range(num_iter):
+        mask = (stack(mask, False) * aff).sum(2)
+    return mask.to(logits.dtype)
