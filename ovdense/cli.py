@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     p.set_defaults(func=cmd_segment)
 
+    b = sub.add_parser("benchmark", help="time each head against a plain baseline (see --help)", add_help=False)
+    b.set_defaults(func=None)  # dispatched in main() so that all its options pass through
+
     try:
         from .evaluation.cli import register_cli
     except ImportError:
@@ -126,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["benchmark"]:
+        from .benchmark import main as benchmark_main
+
+        return benchmark_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -166,7 +166,7 @@ class CLIPBackbone(nn.Module):
             raise TypeError("CLIPBackbone needs an open_clip CLIP model with a ViT vision tower")
         if getattr(visual, "attn_pool", None) is not None:
             raise NotImplementedError("attentional-pooling ViTs (CoCa) are not supported by the dense heads")
-        self.model = model.eval()
+        self.model = model.eval().requires_grad_(False)  # inference only: weights are frozen
         self.visual = visual
         self.pos_interp = pos_interp
         self.name = name
