@@ -8,7 +8,7 @@ import sys
 from typing import List, Optional
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
+def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="mmengine config (configs/<head>/<head>_<dataset>.py)")
     p.add_argument("--clip-model", help="override the config's open_clip model name (or model-config .json)")
     p.add_argument("--pretrained", help="override the weights: an open_clip tag or a local checkpoint path")
@@ -25,6 +25,14 @@ def build_segmenter_from_args(args, classes=None, background=None):
 
     from .config import load_config, segmenter_from_config
 
+    from .distributed import env_world
+
+    _, world, local = env_world()
+    if world > 1 and args.device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            args.device = f"cuda:{local}"  # one GPU per process under torchrun
     cfg = load_config(args.config)
     if args.cfg_options:
         parsed = argparse.Namespace()
@@ -50,15 +58,9 @@ def _classes_from_args(args):
 
 
 def cmd_segment(args) -> int:
-    from .distributed import barrier, env_world, init_distributed, shutdown
+    from .distributed import barrier, init_distributed, shutdown
     from .folder import merge_rank_records, segment_folder
 
-    _, world, local = env_world()
-    if world > 1 and args.device in ("auto", "cuda"):
-        import torch
-
-        if torch.cuda.is_available():
-            args.device = f"cuda:{local}"  # one GPU per process under torchrun
     classes = _classes_from_args(args)
     background = args.background
     if background is None and args.background_first:
@@ -112,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4, help="images whose windows share forward passes")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay JPGs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_model_options(p)
+    add_model_options(p)
     p.set_defaults(func=cmd_segment)
 
     b = sub.add_parser("benchmark", help="time each head against a plain baseline (see --help)", add_help=False)

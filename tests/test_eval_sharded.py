@@ -6,6 +6,7 @@ import os
 import socket
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,21 +109,41 @@ def test_cli_end_to_end(voc, tmp_path, monkeypatch):
     (tmp_path / "cls_voc21.txt").write_text("\n".join(f"name{i}" for i in range(21)) + "\n")
     built = {}
 
-    def fake_build(c):
-        built["cfg"] = c
+    def fake_build(a):
+        built["args"] = a
         seg = dataset_segmenter(voc)
         seg.class_names = []
+        seg.config = {"dataset_type": "PascalVOCDataset"}
         return seg
 
     monkeypatch.setattr(eval_cli, "_build_segmenter", fake_build)
     out = tmp_path / "out"
     args = parser.parse_args(["eval-semantic", "--config", str(cfg), "--data-root",
                               str(tmp_path / "data"), "--limit", "2", "--out", str(out),
-                              "--quiet", "--cfg-options", "model.prob_thd=0.3"])
+                              "--quiet", "--cfg-options", "model.prob_thd=0.3", "--device", "cpu"])
     assert args.func(args) == 0
-    assert built["cfg"].model.prob_thd == 0.3
+    assert built["args"].cfg_options == ["model.prob_thd=0.3"] and built["args"].device == "cpu"
     report = json.loads((out / "metrics.json").read_text())
     assert report["num_images"] == 2 and report["per_class"][3]["name"] == "name3"
     coco_args = parser.parse_args(["eval-coco", "--config", "c.py", "--gt", "g.json",
                                    "--images", "d"])
     assert coco_args.func is eval_cli.run_coco and coco_args.iou_type == "bbox,segm"
+
+
+def test_eval_semantic_cli_with_a_real_segmenter(tmp_path, capsys):
+    """`ovdense eval-semantic` end to end: tiny random CLIP, the repo's VOC21 config and name file."""
+    from ovdense.cli import main
+
+    from conftest import TINY_CONFIG
+
+    make_layout("voc21", tmp_path / "data", n_images=3, seed=1, size=(40, 56))
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    code = main(["eval-semantic", "--config", str(repo / "configs/sclip/sclip_voc21.py"),
+                 "--clip-model", str(TINY_CONFIG), "--device", "cpu",
+                 "--cfg-options", "model.pretrained=None", "protocol.short_side=64", "protocol.templates=simple",
+                 "--data-root", str(tmp_path / "data"), "--out", str(out), "--quiet"])
+    assert code == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["num_images"] == 3 and len(report["per_class"]) == 21
+    assert report["per_class"][0]["name"] == "sky" and "voc21: mIoU" in capsys.readouterr().out

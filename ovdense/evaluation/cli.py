@@ -21,12 +21,10 @@ __all__ = ["add_coco_args", "add_semantic_args", "main_coco", "main_semantic", "
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    """Options shared by both commands."""
-    from mmengine.config import DictAction
+    """Options shared by both commands (the model options are the same as ``ovdense segment``'s)."""
+    from ovdense.cli import add_model_options
 
-    p.add_argument("--config", required=True, help="segmenter config (mmengine Python config)")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None, metavar="K=V",
-                   help="override config entries, e.g. model.prob_thd=0.1")
+    add_model_options(p)
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
     p.add_argument("--classes-file", default=None, help="class-name file (one class per line)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no printed tables")
@@ -72,30 +70,13 @@ def register_cli(subparsers: Any) -> None:
         "eval-coco", help="COCO bbox/segm AP (pycocotools) and semantic mIoU"))
 
 
-def _load_config(path: str, options: dict | None) -> Any:
-    """mmengine ``Config`` from a file, with ``--cfg-options`` merged in."""
-    from mmengine.config import Config
+def _build_segmenter(args: argparse.Namespace) -> Any:
+    """The segmenter of ``--config`` with the command-line overrides (one GPU per rank under torchrun)."""
+    from ovdense.cli import build_segmenter_from_args
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    cfg = Config.fromfile(path)
-    if options:
-        cfg.merge_from_dict(options)
-    return cfg
-
-
-def _build_segmenter(cfg: Any) -> Any:
-    """``OVSegmenter.from_config``; under torchrun with CUDA each rank gets its own GPU."""
-    import torch
-
-    from ovdense import OVSegmenter
-    from ovdense.distributed import env_world
-
-    _, world, local = env_world()
-    overrides = {}
-    if world > 1 and torch.cuda.is_available():
-        overrides["device"] = f"cuda:{local}"
-    return OVSegmenter.from_config(cfg, **overrides)
+    if not Path(args.config).is_file():
+        raise SystemExit(f"error: config file not found: {args.config}")
+    return build_segmenter_from_args(args)
 
 
 def _current_classes(segmenter: Any) -> list[str] | None:
@@ -153,10 +134,9 @@ def run_semantic(args: argparse.Namespace) -> int:
     from ovdense.distributed import env_world
     from ovdense.evaluation.semantic_runner import evaluate_semantic
 
-    cfg = _load_config(args.config, args.cfg_options)
-    name = resolve_name(_dataset_name(args, cfg))
+    segmenter = _build_segmenter(args)
+    name = resolve_name(_dataset_name(args, segmenter.config or {}))
     dataset = build_dataset(name, args.data_root, limit=args.limit)
-    segmenter = _build_segmenter(cfg)
     classes_file = args.classes_file
     current = _current_classes(segmenter)
     if classes_file is None and (current is None or len(current) != dataset.num_classes):
@@ -180,8 +160,7 @@ def run_coco(args: argparse.Namespace) -> int:
     """Handler of ``eval-coco``."""
     from ovdense.evaluation.coco import evaluate_coco
 
-    cfg = _load_config(args.config, args.cfg_options)
-    segmenter = _build_segmenter(cfg)
+    segmenter = _build_segmenter(args)
     iou_types = [t.strip() for t in args.iou_type.split(",") if t.strip()]
     result = evaluate_coco(
         segmenter, args.gt, args.images, classes_file=args.classes_file,
