@@ -100,7 +100,8 @@ class OVSegmenter:
             OpenAI-format file (see :meth:`CLIPBackbone.load`).
         pretrained: open_clip tag, local checkpoint path, or None (random weights).
         head: head name (``ovdense.list_heads()``), ``dict(type=name, **kwargs)`` or a Head.
-        backbone: an already built :class:`CLIPBackbone` (then clip_model/pretrained are unused).
+        backbone: an already built :class:`CLIPBackbone` (then clip_model/pretrained are unused);
+            it is moved to ``device``/``dtype`` in place, so segmenters sharing it share those.
         weights_format: ``"auto"``, ``"openai"`` or ``"open_clip"`` for local checkpoints.
         pos_interp: ``"scale_factor"`` (SCLIP/NACLIP/ClearCLIP call) or ``"size"`` (MaskCLIP).
         short_side: resize so the short side is this long (mmcv ``Resize(scale=(2048, S),
