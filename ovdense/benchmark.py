@@ -199,10 +199,13 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="fp32")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--baseline-repeats", type=int, default=1)
     p.add_argument("--out", default=None, help="folder for benchmark.json and benchmark.md")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     info = run(args)
     table = markdown(info)
     print(table)

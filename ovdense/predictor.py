@@ -261,13 +261,23 @@ class OVSegmenter:
         view = self.backbone.prefix(crops)
         return self.backbone.project(self.head(view, self.backbone)[:, 1:])
 
+    @staticmethod
+    def _feature_map(tokens: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+        feats = F.normalize(tokens.float(), dim=-1)
+        return feats.reshape(feats.shape[0], grid[0], grid[1], -1).permute(0, 3, 1, 2)
+
     @torch.no_grad()
     def dense_features(self, crops: torch.Tensor) -> torch.Tensor:
         """L2-normalised dense features ``[B, D, h, w]`` (float32) of normalised crops ``[B, 3, H, W]``."""
         crops = crops.to(self.device)
-        h, w = self.backbone.grid_for(tuple(crops.shape[-2:]))
-        feats = F.normalize(self._forward(crops).float(), dim=-1)
-        return feats.reshape(feats.shape[0], h, w, -1).permute(0, 3, 1, 2)
+        return self._feature_map(self._forward(crops), self.backbone.grid_for(tuple(crops.shape[-2:])))
+
+    @torch.no_grad()
+    def dense_features_per_head(self, crops: torch.Tensor, heads: Mapping[str, Head]) -> Dict[str, torch.Tensor]:
+        """Dense features of several heads; the CLIP prefix (all blocks but the last) runs once."""
+        view = self.backbone.prefix(crops.to(self.device))
+        return {name: self._feature_map(self.backbone.project(head(view, self.backbone)[:, 1:]), view.grid)
+                for name, head in heads.items()}
 
     def _windows(self, size: Tuple[int, int]) -> Tuple[List[Box], Tuple[int, int, int, int], bool]:
         whole = self.slide_crop <= 0
@@ -294,10 +304,13 @@ class OVSegmenter:
 
     @torch.no_grad()
     def encode_normalized(self, images: Sequence[torch.Tensor],
-                          original_sizes: Optional[Sequence[Tuple[int, int]]] = None) -> List[ImageFeatures]:
+                          original_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+                          heads: Optional[Mapping[str, Head]] = None):
         """Dense features of already resized and normalised images ``[3, H, W]``.
 
         ``original_sizes`` are the sizes the logits are returned at (default: the input size).
+        With ``heads`` (name -> Head) every image gives a dict name -> ImageFeatures, the
+        CLIP prefix shared by the heads.
         """
         if original_sizes is None:
             original_sizes = [tuple(x.shape[-2:]) for x in images]
@@ -308,7 +321,8 @@ class OVSegmenter:
             plans.append((x, boxes, pad, whole, crop_windows(x, boxes, pad)))
 
         # windows of equal shape from all images run together, `batch_size` at a time
-        outputs: List[List[torch.Tensor]] = [[] for _ in plans]
+        names = list(heads) if heads is not None else [None]
+        outputs = [{name: [] for name in names} for _ in plans]
         groups: Dict[tuple, List[Tuple[int, int]]] = {}
         for i, plan in enumerate(plans):
             for j in range(plan[4].shape[0]):
@@ -318,16 +332,43 @@ class OVSegmenter:
             for start in range(0, len(members), self.batch_size):
                 chunk = members[start:start + self.batch_size]
                 batch = torch.stack([plans[i][4][j] for i, j in chunk])
-                for (i, _), feat in zip(chunk, self.dense_features(batch)):
-                    outputs[i].append(feat)
+                per_head = ({None: self.dense_features(batch)} if heads is None
+                            else self.dense_features_per_head(batch, heads))
+                for name, feats in per_head.items():
+                    for (i, _), feat in zip(chunk, feats):
+                        outputs[i][name].append(feat)
         self._sync()
         per_image_ms = (time.perf_counter() - t0) * 1e3 / max(len(plans), 1)
-        return [
-            ImageFeatures(features=torch.stack(feats), boxes=boxes, pad=pad, resized_size=tuple(x.shape[-2:]),
-                          original_size=(int(size[0]), int(size[1])), whole=whole, guide=x,
-                          timings={"features": per_image_ms})
-            for (x, boxes, pad, whole, _), feats, size in zip(plans, outputs, original_sizes)
-        ]
+        results = []
+        for (x, boxes, pad, whole, _), feats, size in zip(plans, outputs, original_sizes):
+            made = {name: ImageFeatures(features=torch.stack(f), boxes=boxes, pad=pad, resized_size=tuple(x.shape[-2:]),
+                                        original_size=(int(size[0]), int(size[1])), whole=whole, guide=x,
+                                        timings={"features": per_image_ms})
+                    for name, f in feats.items()}
+            results.append(made[None] if heads is None else made)
+        return results
+
+    @torch.no_grad()
+    def predict_heads(self, image: ImageInput, heads: Sequence[Union[str, Mapping[str, Any], Head]],
+                      return_scores: bool = False, bgr: bool = False) -> Dict[str, SegmentationResult]:
+        """Segment one image with several heads under this segmenter's protocol.
+
+        The image is loaded, resized and windowed once and the CLIP prefix runs once per
+        window batch; only the last block differs per head. Keys are the head names (or
+        ``head0``, ``head1``... for Head instances).
+        """
+        built = {}
+        for i, spec in enumerate(heads):
+            name = spec if isinstance(spec, str) else (spec.get("type") if isinstance(spec, Mapping) else f"head{i}")
+            built[name] = build_head(spec).to(self.device).eval()
+        rgb = load_image(image, bgr=bgr)
+        per_head = self.encode_normalized([self.preprocess(rgb)], [rgb.shape[:2]], heads=built)[0]
+        path = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
+        out = {}
+        for name, feats in per_head.items():
+            feats.image, feats.path = rgb, path
+            out[name] = self._predict_one(feats, return_scores)
+        return out
 
     def encode_image(self, image: ImageInput, bgr: bool = False) -> ImageFeatures:
         """Dense features of one image (reusable with any vocabulary)."""

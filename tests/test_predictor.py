@@ -165,3 +165,20 @@ def test_compiled_forward_and_bf16_agree_with_fp32(tiny_backbone):
     assert low.dtype == torch.float32
     cos = (low * ref.dense_features(x)).sum(1)
     assert cos.min() > 0.98
+
+
+def test_predict_heads_shares_the_prefix_and_equals_separate_runs(tiny_backbone):
+    seg = _segmenter(tiny_backbone, short_side=48)
+    img = np.random.default_rng(3).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    calls = []
+    original = tiny_backbone.prefix
+    tiny_backbone.prefix = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        together = seg.predict_heads(img, ["sclip", "naclip", dict(type="maskclip")], return_scores=True)
+    finally:
+        del tiny_backbone.prefix
+    assert len(calls) == 1 and list(together) == ["sclip", "naclip", "maskclip"]
+    for name, res in together.items():
+        alone = _segmenter(tiny_backbone, short_side=48, head=name).predict(img, return_scores=True)
+        np.testing.assert_allclose(res.scores, alone.scores, atol=1e-5)
+        assert np.array_equal(res.label_map, alone.label_map)
