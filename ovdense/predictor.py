@@ -103,7 +103,8 @@ class OVSegmenter:
         backbone: an already built :class:`CLIPBackbone` (then clip_model/pretrained are unused);
             it is moved to ``device``/``dtype`` in place, so segmenters sharing it share those.
         weights_format: ``"auto"``, ``"openai"`` or ``"open_clip"`` for local checkpoints.
-        pos_interp: ``"scale_factor"`` (SCLIP/NACLIP/ClearCLIP call) or ``"size"`` (MaskCLIP).
+        pos_interp: ``"scale_factor"`` (SCLIP/NACLIP/ClearCLIP call) or ``"size"`` (MaskCLIP);
+            a given ``backbone`` keeps its own.
         short_side: resize so the short side is this long (mmcv ``Resize(scale=(2048, S),
             keep_ratio=True)``); None keeps the input size. ``image_scale`` gives the full
             mmcv ``(long, short)`` pair instead (e.g. ``(520, 520)``: long side 520).
@@ -184,8 +185,8 @@ class OVSegmenter:
         self.pamr_steps = int(pamr_steps)
         self.pamr_dilations = tuple(int(d) for d in pamr_dilations)
         self.batch_size = max(1, int(batch_size))
-        self._mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self._std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(3, 1, 1)
+        self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(3, 1, 1)
         cache = default_cache_dir() if text_cache_dir is None else text_cache_dir
         self.text = TextEmbedder(backbone, resolve_templates(templates), cache_dir=cache or None)
         self.vocabulary: Optional[Vocabulary] = None
@@ -254,7 +255,7 @@ class OVSegmenter:
             if (nh, nw) != (h, w):
                 image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
         x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float()
-        return (x - self._mean.to(self.device)) / self._std.to(self.device)
+        return (x - self._mean) / self._std
 
     def _tokens(self, crops: torch.Tensor) -> torch.Tensor:
         """Projected patch tokens ``[B, h*w, D]`` of normalised crops (backbone prefix + head)."""
