@@ -185,15 +185,27 @@ def contrastive(logits, target):
                   + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean())
 
 
-def encode_image_train(model, x):
-    """(CLS embedding, value-path pooled embedding), both L2-normalised.
+def encode_image_train(model, x, aux="attn"):
+    """CLS embedding plus auxiliary readouts of the same forward pass, all L2-normalised.
 
-    The first is exactly ``model.encode_image(x, normalize=True)``.  The second pools the
-    last block's per-patch *value path* (``out_proj(v)`` without attention mixing,
-    residual or MLP, then ``ln_post`` and ``proj``: what MaskCLIP reads out), averaged over
-    patches.  Contrasting it with the captions too (``--value-pool-weight``) makes that
-    readout text-aligned, as it is in large CLIP models; the supervision is still one
-    caption per image, never a per-pixel label.
+    The first is exactly ``model.encode_image(x, normalize=True)``.  The auxiliary
+    readouts (``aux``):
+
+    * ``"attn"``: the class token read out of the last block through its attention alone
+      (the CLS query's attention-weighted sum of values, ``out_proj``, ``ln_post``, ``proj``)
+      *without* the block's residual connection and MLP: the path that ClearCLIP / NACLIP
+      keep;
+    * ``"both"`` (default): that, plus the per-patch outputs of the last block with identity
+      attention (residual and MLP kept: MaskCLIP's / SCLIP's path), each projected and
+      normalised, pooled with the CLS attention weights;
+    * ``"value_mean"``: the mean over patches of the un-mixed value path (tried; it pulls
+      background patches towards object words, so it is not used).
+
+    Contrasting these with the captions as well (``--aux-weight``) makes the per-patch
+    readouts text-aligned, the property of large CLIP models that the training-free dense
+    heads rely on and that a 6-layer model trained for minutes does not get by itself.  The
+    supervision is still one caption per image, never a per-pixel label, and the heads
+    stay training-free.
     """
     v = model.visual
     h = v._embeds(x)
@@ -202,24 +214,48 @@ def encode_image_train(model, x):
     last = v.transformer.resblocks[-1]
     out = last(h)
     cls = F.normalize(v.ln_post(out[:, 0]) @ v.proj, dim=-1)
-    C = h.shape[-1]
-    val = F.linear(last.ln_1(h[:, 1:]), last.attn.in_proj_weight[2 * C:], last.attn.in_proj_bias[2 * C:])
-    pf = F.normalize(v.ln_post(last.ls_1(last.attn.out_proj(val))) @ v.proj, dim=-1)
-    return cls, F.normalize(pf.mean(1), dim=-1)
+    B, L, C = h.shape
+    nh = last.attn.num_heads
+    W, b = last.attn.in_proj_weight, last.attn.in_proj_bias
+    y = last.ln_1(h)
+    val = F.linear(y, W[2 * C:], b[2 * C:])
+    if aux == "value_mean":
+        pf = F.normalize(v.ln_post(last.ls_1(last.attn.out_proj(val[:, 1:]))) @ v.proj, dim=-1)
+        return cls, F.normalize(pf.mean(1), dim=-1)
+    q = F.linear(y[:, :1], W[:C], b[:C]).reshape(B, 1, nh, -1).transpose(1, 2)
+    k = F.linear(y, W[C:2 * C], b[C:2 * C]).reshape(B, L, nh, -1).transpose(1, 2)
+    vh = val.reshape(B, L, nh, -1).transpose(1, 2)
+    a = (q @ k.transpose(-1, -2) * (q.shape[-1] ** -0.5)).softmax(-1)  # [B, nh, 1, L]
+    o = (a @ vh).transpose(1, 2).reshape(B, C)
+    af = F.normalize(v.ln_post(last.ls_1(last.attn.out_proj(o))) @ v.proj, dim=-1)
+    if aux == "attn":
+        return cls, af
+    # "both": also the per-patch output of the whole block with identity mixing (residual
+    # and MLP kept: MaskCLIP's readout), pooled with the CLS attention weights
+    z = h[:, 1:] + last.ls_1(last.attn.out_proj(val[:, 1:]))
+    z = z + last.ls_2(last.mlp(last.ln_2(z)))
+    pf = F.normalize(v.ln_post(z) @ v.proj, dim=-1)
+    w = a[:, :, 0, 1:].mean(1)
+    w = w / w.sum(1, keepdim=True)
+    pooled = F.normalize((w[..., None] * pf).sum(1), dim=-1)
+    return cls, af, pooled
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=FIXTURE_DIR)
-    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--wd", type=float, default=0.1)
     p.add_argument("--warmup", type=int, default=60)
     p.add_argument("--crop-prob", type=float, default=0.5)
     p.add_argument("--synonym-prob", type=float, default=0.25)
-    p.add_argument("--value-pool-weight", type=float, default=0.5,
-                   help="weight of the contrastive loss on the pooled value-path readout (0: plain CLIP)")
+    p.add_argument("--aux-weight", type=float, default=0.5,
+                   help="weight of the contrastive loss on the auxiliary readout (0: plain CLIP)")
+    p.add_argument("--aux", choices=("attn", "both", "value_mean"), default="both",
+                   help="auxiliary readouts: CLS attention without residual/MLP (attn), plus CLS-attention "
+                        "pooled patch outputs with identity mixing (both), or mean value path")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--log-every", type=int, default=25)
@@ -276,7 +312,7 @@ def main(argv=None):
         t = tokenizer(captions)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        imf, vpf = encode_image_train(model, x)
+        imf, *auxf = encode_image_train(model, x, args.aux)
         txf = F.normalize(model.encode_text(t), dim=-1)
         scale = model.logit_scale.exp()
         key_ids = {k: j for j, k in enumerate(dict.fromkeys(keys))}
@@ -284,8 +320,9 @@ def main(argv=None):
         target = (kid[:, None] == kid[None, :]).float()
         target = target / target.sum(1, keepdim=True)
         loss = contrastive(scale * imf @ txf.T, target)
-        if args.value_pool_weight > 0:
-            loss = loss + args.value_pool_weight * contrastive(scale * vpf @ txf.T, target)
+        if args.aux_weight > 0:
+            for f_ in auxf:
+                loss = loss + args.aux_weight * contrastive(scale * f_ @ txf.T, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
