@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DistInfo", "all_reduce_sum", "barrier", "env_world", "init_distributed", "shutdown"]
+__all__ = ["DistInfo", "all_gather_lists", "all_reduce_sum", "barrier", "env_world", "init_distributed",
+           "shutdown"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,17 @@ def all_reduce_sum(array: np.ndarray, info: DistInfo) -> np.ndarray:
         tensor = tensor.cuda()
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.cpu().numpy().astype(np.int64)
+
+
+def all_gather_lists(items: list, info: DistInfo) -> list:
+    """Every rank's list, in rank order, on every rank (pickled objects); identity when alone."""
+    if not info.distributed:
+        return list(items)
+    import torch.distributed as dist
+
+    gathered: list = [None] * info.world_size
+    dist.all_gather_object(gathered, list(items))
+    return [item for part in gathered for item in part]
 
 
 def barrier(info: DistInfo) -> None:

@@ -147,3 +147,36 @@ def test_eval_semantic_cli_with_a_real_segmenter(tmp_path, capsys):
     report = json.loads((out / "metrics.json").read_text())
     assert report["num_images"] == 3 and len(report["per_class"]) == 21
     assert report["per_class"][0]["name"] == "sky" and "voc21: mIoU" in capsys.readouterr().out
+
+
+def test_eval_coco_sharded_with_torchrun_equals_single_process(tmp_path):
+    """`ovdense eval-coco` under torchrun (2 gloo processes) reports exactly the single-process metrics."""
+    import subprocess
+
+    from ovdense.cli import main
+    from ovdense.synthetic import SyntheticWorld
+
+    fixture = Path(__file__).parent / "fixtures" / "synth_clip"
+    world = SyntheticWorld(image_size=64, seed=0)
+    ann = world.write_coco(str(tmp_path / "coco"), 10, 2_000_000)
+    config = tmp_path / "synth.py"
+    config.write_text(
+        f"model = dict(clip_model={str(fixture / 'synth-vit-tiny.json')!r}, "
+        f"pretrained={str(fixture / 'synth_clip.pt')!r}, head=dict(type='sclip'))\n"
+        "protocol = dict(short_side=None, slide_crop=0, templates=['a photo of a {}.'])\n")
+    args = ["eval-coco", "--config", str(config), "--gt", ann, "--images", str(tmp_path / "coco" / "images"),
+            "--classes-file", str(tmp_path / "coco" / "names.txt"), "--no-background", "--device", "cpu", "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "single")]) == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "ovdense.cli",
+                           *args, "--out", str(tmp_path / "sharded")], capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = json.loads((tmp_path / "single" / "metrics_coco.json").read_text())
+    sharded = json.loads((tmp_path / "sharded" / "metrics_coco.json").read_text())
+    for key in ("bbox", "segm", "semantic", "num_images", "num_predictions"):
+        assert sharded[key] == single[key], key
+    assert single["num_predictions"] > 0
+    assert json.loads((tmp_path / "sharded" / "coco_results.json").read_text()) == \
+        json.loads((tmp_path / "single" / "coco_results.json").read_text())

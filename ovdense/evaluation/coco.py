@@ -305,11 +305,29 @@ def evaluate_coco(
         max_dets: COCOeval's largest ``maxDets``.
         out_dir: write ``coco_results.json`` (XYWH boxes + RLE) and ``metrics_coco.json`` here.
         progress: tqdm bar and pycocotools' printed summaries.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) rank ``r`` predicts images ``r::W``; the results
+    are gathered in the single-process order and the confusion matrices summed, so every
+    rank returns exactly the single-process metrics; only rank 0 prints and writes.
     """
+    from ovdense.distributed import init_distributed, shutdown
+
+    dist_info = init_distributed(getattr(segmenter, "device", None))
+    try:
+        return _evaluate_coco(segmenter, ann_file, image_dir, classes_file, background, strategy,
+                              strategy_options, iou_types, semantic, crowd, limit, max_dets, out_dir,
+                              progress, dist_info)
+    finally:
+        shutdown(dist_info)
+
+
+def _evaluate_coco(segmenter, ann_file, image_dir, classes_file, background, strategy, strategy_options,
+                   iou_types, semantic, crowd, limit, max_dets, out_dir, progress, dist_info) -> CocoEvalResult:
     from pycocotools.coco import COCO
     from tqdm import tqdm
 
     from ovdense.datasets import DatasetError, paint_instances
+    from ovdense.distributed import all_gather_lists, all_reduce_sum
     from ovdense.evaluation.meta import collect_versions, config_to_dict, write_json
 
     ann_file, image_dir = Path(ann_file), Path(image_dir)
@@ -328,7 +346,8 @@ def evaluate_coco(
     cat_to_label = vocab.cat_to_label()
     options = {"background": vocab.background, **(strategy_options or {})}
     results: list[dict] = []
-    for img_id in tqdm(img_ids, disable=not progress, desc="eval coco"):
+    for img_id in tqdm(img_ids[dist_info.rank::dist_info.world_size], disable=not progress or dist_info.rank != 0,
+                       desc="eval coco"):
         info = coco.imgs[img_id]
         res = segmenter.predict(str(_image_path(image_dir, info["file_name"])), return_scores=True)
         label_map = np.asarray(res.label_map)
@@ -343,13 +362,20 @@ def evaluate_coco(
             gt = paint_instances(coco, img_id, cat_to_label, background=vocab.background,
                                  crowd=crowd)  # type: ignore[arg-type]
             evaluator.update(label_map, gt)
-    metrics = {t: run_cocoeval(coco, results, t, img_ids, max_dets, verbose=progress)
+    if dist_info.distributed:
+        # back into the single-process order: by image (stable within an image)
+        position = {img_id: i for i, img_id in enumerate(img_ids)}
+        results = sorted(all_gather_lists(results, dist_info), key=lambda r: position[r["image_id"]])
+        if evaluator is not None:
+            evaluator.matrix[...] = all_reduce_sum(evaluator.matrix, dist_info)
+    lead = dist_info.rank == 0
+    metrics = {t: run_cocoeval(coco, results, t, img_ids, max_dets, verbose=progress and lead)
                for t in iou_types}
     sem = evaluator.compute() if evaluator is not None else None
     out = CocoEvalResult(metrics, sem, len(img_ids), len(results), md.version("pycocotools"))
-    if progress:
+    if progress and lead:
         _print_summary(out)
-    if out_dir is not None:
+    if out_dir is not None and lead:
         write_json(Path(out_dir) / "coco_results.json", results)
         report = {"task": "coco", "ann_file": str(ann_file), "image_dir": str(image_dir),
                   "strategy": strategy, "strategy_options": options, "classes": vocab.prompts,
