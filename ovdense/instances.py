@@ -8,10 +8,11 @@ A strategy is a function ``(result, **options) -> Detections`` registered in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+
+from .types import Detections
 
 __all__ = [
     "Detections",
@@ -21,46 +22,6 @@ __all__ = [
     "is_background_name",
     "register_strategy",
 ]
-
-
-@dataclass
-class Detections:
-    """Instances of one image, numpy-first, with ``supervision.Detections`` field names.
-
-    Attributes:
-        xyxy: ``(N, 4)`` float32 boxes ``x1, y1, x2, y2`` in pixels (``x2 = x1 + width``).
-        mask: ``(N, H, W)`` bool instance masks.
-        confidence: ``(N,)`` float32 scores.
-        class_id: ``(N,)`` int64 class indices into the vocabulary.
-        class_name: ``N`` class names.
-    """
-
-    xyxy: np.ndarray
-    mask: np.ndarray
-    confidence: np.ndarray
-    class_id: np.ndarray
-    class_name: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        n = len(self.xyxy)
-        if self.xyxy.shape != (n, 4) or self.mask.ndim != 3 or len(self.mask) != n:
-            raise ValueError("xyxy must be (N, 4) and mask (N, H, W)")
-        if len(self.confidence) != n or len(self.class_id) != n or len(self.class_name) != n:
-            raise ValueError("confidence, class_id and class_name need one entry per instance")
-
-    def __len__(self) -> int:
-        return len(self.xyxy)
-
-    @classmethod
-    def empty(cls, height: int, width: int) -> "Detections":
-        """No instances, with correctly shaped empty arrays."""
-        return cls(
-            xyxy=np.zeros((0, 4), dtype=np.float32),
-            mask=np.zeros((0, height, width), dtype=bool),
-            confidence=np.zeros((0,), dtype=np.float32),
-            class_id=np.zeros((0,), dtype=np.int64),
-            class_name=[],
-        )
 
 
 InstanceStrategy = Callable[..., Detections]

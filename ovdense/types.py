@@ -40,3 +40,43 @@ class SegmentationResult:
         return {"path": self.path, "height": self.image_size[0], "width": self.image_size[1],
                 "class_names": list(self.class_names), "class_areas": self.class_areas(),
                 "timings_ms": {k: round(v, 3) for k, v in self.timings.items()}}
+
+
+@dataclass
+class Detections:
+    """Instances of one image, numpy-first, with ``supervision.Detections`` field names.
+
+    Attributes:
+        xyxy: ``(N, 4)`` float32 boxes ``x1, y1, x2, y2`` in pixels (``x2 = x1 + width``).
+        mask: ``(N, H, W)`` bool instance masks.
+        confidence: ``(N,)`` float32 scores.
+        class_id: ``(N,)`` int64 class indices into the vocabulary.
+        class_name: ``N`` class names.
+    """
+
+    xyxy: np.ndarray
+    mask: np.ndarray
+    confidence: np.ndarray
+    class_id: np.ndarray
+    class_name: List[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.xyxy)
+        if self.xyxy.shape != (n, 4) or self.mask.ndim != 3 or len(self.mask) != n:
+            raise ValueError("xyxy must be (N, 4) and mask (N, H, W)")
+        if len(self.confidence) != n or len(self.class_id) != n or len(self.class_name) != n:
+            raise ValueError("confidence, class_id and class_name need one entry per instance")
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    @classmethod
+    def empty(cls, height: int, width: int) -> "Detections":
+        """No instances, with correctly shaped empty arrays."""
+        return cls(
+            xyxy=np.zeros((0, 4), dtype=np.float32),
+            mask=np.zeros((0, height, width), dtype=bool),
+            confidence=np.zeros((0,), dtype=np.float32),
+            class_id=np.zeros((0,), dtype=np.int64),
+            class_name=[],
+        )
