@@ -15,7 +15,7 @@ from ovdense.text.vocabulary import read_name_file
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
-TINY_CLIP = REPO.parent / "shared" / "goldens" / "tiny_openai_clip.pt"
+TINY_CLIP = REPO / "tests" / "fixtures" / "goldens" / "tiny_openai_clip.pt"
 
 HEADS = ("maskclip", "sclip", "clearclip", "naclip", "vanilla")
 NUM_CLASSES = {"voc21": 21, "voc20": 20, "context60": 60, "context59": 59, "coco_object": 81,
@@ -95,7 +95,7 @@ def test_name_files_parse():
 @pytest.fixture(scope="module")
 def tiny_backbone():
     if not TINY_CLIP.is_file():
-        pytest.skip(f"tiny CLIP checkpoint not found at {TINY_CLIP} (expects ../shared beside the checkout)")
+        pytest.skip(f"tiny CLIP checkpoint not found at {TINY_CLIP} (tests/fixtures/goldens)")
     return ovdense.CLIPBackbone.load(None, str(TINY_CLIP))
 
 
