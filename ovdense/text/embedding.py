@@ -90,8 +90,13 @@ class TextEmbedder:
     @torch.no_grad()
     def _encode(self, queries: Sequence[str]) -> torch.Tensor:
         prompts = [t.format(q) for q in queries for t in self.templates]
-        chunks = [self.backbone.encode_text(prompts[i:i + self.batch_size]).float()
-                  for i in range(0, len(prompts), self.batch_size)]
+        from tqdm import tqdm
+
+        starts = range(0, len(prompts), self.batch_size)
+        # long vocabularies take minutes on CPU (80 templates per query): show progress
+        bar = tqdm(starts, desc=f"text ({len(queries)} queries x {len(self.templates)} templates)", unit="batch",
+                   disable=len(starts) < 4, leave=False)
+        chunks = [self.backbone.encode_text(prompts[i:i + self.batch_size]).float() for i in bar]
         emb = F.normalize(torch.cat(chunks), dim=-1).reshape(len(queries), len(self.templates), -1)
         return F.normalize(emb.mean(dim=1), dim=-1)
 
