@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from .io.images import IMAGE_EXTENSIONS, ImageLoadError, load_image
+from .evaluation.meta import collect_versions
 from .io.writers import write_json, write_label_png, write_overlay_jpg
 
 logger = logging.getLogger(__name__)
@@ -52,17 +52,6 @@ def find_images(root: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [os.path.join(folder, f) for f in files if f.lower().endswith(exts) and not f.startswith(".")]
     return sorted(found)
-
-
-def versions() -> Dict[str, str]:
-    import numpy
-    import open_clip
-    import torch
-
-    from . import __version__
-
-    return {"ovdense": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
-            "numpy": numpy.__version__, "python": platform.python_version()}
 
 
 def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
@@ -159,7 +148,7 @@ def segment_folder(
         name = "run.json" if world == 1 else f"run_rank{rank}.json"
         write_json(os.path.join(out_dir, name), {
             **(run_info or {}),
-            "source": os.path.abspath(src), "classes": categories, "versions": versions(),
+            "source": os.path.abspath(src), "classes": categories, "versions": collect_versions(),
             "images": summary.total, "done": summary.done, "skipped_existing": summary.skipped,
             "failed": summary.failed, "seconds": round(summary.seconds, 3), "interrupted": summary.interrupted,
             "shard": {"rank": rank, "world_size": world},

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .registry import INSTANCE_STRATEGIES
 from .types import Detections
 
 __all__ = [
@@ -26,20 +27,8 @@ __all__ = [
 
 InstanceStrategy = Callable[..., Detections]
 
-#: name -> strategy; add new ones with :func:`register_strategy`.
-INSTANCE_STRATEGIES: dict[str, InstanceStrategy] = {}
-
-
-def register_strategy(name: str) -> Callable[[InstanceStrategy], InstanceStrategy]:
-    """Decorator that adds a strategy to :data:`INSTANCE_STRATEGIES` under ``name``."""
-
-    def wrap(fn: InstanceStrategy) -> InstanceStrategy:
-        if name in INSTANCE_STRATEGIES:
-            raise KeyError(f"instance strategy {name!r} is already registered")
-        INSTANCE_STRATEGIES[name] = fn
-        return fn
-
-    return wrap
+#: name -> strategy; add new ones with ``@register_strategy("name")``.
+register_strategy = INSTANCE_STRATEGIES.register
 
 
 def is_background_name(name: str) -> bool:
@@ -112,10 +101,4 @@ def connected_components(
 
 def build_instances(result: Any, strategy: str = "connected_components", **options: Any) -> Detections:
     """Run the registered ``strategy`` on ``result``."""
-    try:
-        fn = INSTANCE_STRATEGIES[strategy]
-    except KeyError:
-        raise KeyError(
-            f"unknown instance strategy {strategy!r}; known: {', '.join(sorted(INSTANCE_STRATEGIES))}"
-        ) from None
-    return fn(result, **options)
+    return INSTANCE_STRATEGIES.get(strategy)(result, **options)

@@ -47,6 +47,9 @@ class Registry(Generic[T]):
             return self.get(name)(**{**defaults, **kwargs})
         return spec
 
+    def __getitem__(self, name: str) -> Callable[..., T]:
+        return self.get(name)
+
     def names(self) -> List[str]:
         return sorted(self._entries)
 
@@ -55,3 +58,4 @@ class Registry(Generic[T]):
 
 
 HEADS: Registry = Registry("head")
+INSTANCE_STRATEGIES: Registry = Registry("instance strategy")

@@ -68,18 +68,25 @@ def test_single_window_equals_whole_image_pass(tiny_backbone):
     torch.testing.assert_close(a, b)
 
 
-def test_slide_logits_equal_loop_reference_on_odd_size(tiny_backbone):
-    """Batched windows + stitch == one-window-at-a-time loop with explicit pad-and-sum."""
-    seg = _segmenter(tiny_backbone)
+@pytest.mark.parametrize("crop, stride, pad_to", [(64, 32, 0), (60, 30, 16)])
+def test_slide_logits_equal_loop_reference_on_odd_size(tiny_backbone, crop, stride, pad_to):
+    """Batched windows + stitch == one-window-at-a-time loop with explicit (ClearCLIP-style
+    centred) padding, cut, pad-to-canvas and sum."""
+    seg = _segmenter(tiny_backbone, slide_crop=crop, slide_stride=stride, pad_to=pad_to)
     x = torch.randn(3, 83, 101)
     ours = seg.query_logits(seg.encode_normalized([x])[0])
     text = seg._text_features
     preds = torch.zeros(text.shape[0], 83, 101)
     count = torch.zeros(1, 83, 101)
-    for y1, y2, x1, x2 in _slow_boxes(83, 101, 64, 32):
-        crop = x[None, :, y1:y2, x1:x2]
-        f = seg.dense_features(crop)
-        logit = F.interpolate(torch.einsum("bdhw,qd->bqhw", f, text), size=crop.shape[-2:], mode="bilinear")
+    for y1, y2, x1, x2 in _slow_boxes(83, 101, crop, stride):
+        crop_img = x[None, :, y1:y2, x1:x2]
+        h, w = crop_img.shape[-2:]
+        ph, pw = (-h) % pad_to if pad_to else 0, (-w) % pad_to if pad_to else 0
+        left, top = pw // 2, ph // 2
+        padded = F.pad(crop_img, (left, pw - left, top, ph - top))
+        f = seg.dense_features(padded)
+        logit = F.interpolate(torch.einsum("bdhw,qd->bqhw", f, text), size=padded.shape[-2:], mode="bilinear")
+        logit = logit[:, :, top:top + h, left:left + w]
         preds += F.pad(logit, (x1, 101 - x2, y1, 83 - y2))[0]
         count[:, y1:y2, x1:x2] += 1
     torch.testing.assert_close(ours, preds / count, atol=1e-5, rtol=1e-5)

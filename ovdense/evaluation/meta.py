@@ -1,14 +1,16 @@
-"""Run metadata for result files: library versions, resolved config, atomic JSON writes."""
+"""Run metadata for result files: library versions and the resolved config.
+
+``write_json`` is :func:`ovdense.io.writers.write_json` (atomic), re-exported here.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.metadata as md
-import json
-import os
 import platform
-from pathlib import Path
 from typing import Any
+
+from ovdense.io.writers import write_json
 
 __all__ = ["collect_versions", "config_to_dict", "write_json"]
 
@@ -52,26 +54,3 @@ def config_to_dict(config: Any) -> Any:
     if isinstance(config, dict):
         return dict(config)
     return str(config)
-
-
-def _json_default(obj: Any) -> Any:
-    """Fallback encoder: numpy scalars/arrays, paths, tuples; ``str`` for anything else."""
-    import numpy as np
-
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj, key=str)
-    return str(obj)
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as indented JSON via a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
-    return path

@@ -5,7 +5,7 @@ import json
 import os
 import tempfile
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, Union
 
 import numpy as np
 
@@ -26,10 +26,25 @@ def atomic_path(path: str) -> Iterator[str]:
             os.remove(tmp)
 
 
-def write_json(path: str, data: Any) -> None:
+def _json_default(obj: Any) -> Any:
+    """Fallback encoder: numpy scalars/arrays, sets; ``str`` for anything else (paths...)."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=str)
+    return str(obj)
+
+
+def write_json(path: Union[str, os.PathLike], data: Any) -> str:
+    """Write indented JSON atomically (numpy values are converted); returns the path."""
+    path = os.fspath(path)
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
+            json.dump(data, fh, indent=2, default=_json_default)
+            fh.write("\n")
+    return path
 
 
 def palette(num_classes: int) -> np.ndarray:
