@@ -1,34 +1,48 @@
 """Time each head under its default protocol, against a plain reference-style baseline.
 
-For every head: images/s and per-stage latency of ovdense (windows of an image in one
-batch, text embeddings cached) and of a plain baseline that runs the same computation the
-way the official implementations do (one window at a time, text encoded on every run, no
-caching), on the same inputs; the outputs of the two are compared (max logit difference,
-identical label maps). Writes JSON and a Markdown table.
+For every head and dtype:
+
+* batch-1 latency of ovdense (windows of an image in one batch, text embeddings cached) and
+  of a plain baseline that runs the same computation the way the official implementations
+  do (one window at a time, fp32, explicit attention, text encoded on every run), on the
+  same image; their outputs are compared (max logit difference, label maps);
+* latency per stage (windows, backbone, head, logits, refine, decode; text once);
+* images/s over batches of already decoded images (``--batch-sizes``), with peak memory;
+* the backbone's FLOPs, its achieved throughput and the measured matmul peak of the device
+  on the backbone's shapes (and the datasheet bf16 peak of known GPUs).
+
+Every time is the best of ``--repeats`` runs (fast path and baseline alternating), the least
+disturbed run on a shared machine. Writes ``benchmark.json`` and ``benchmark.md``::
 
     ovdense benchmark --clip-model ViT-B-16 --pretrained none --heads sclip naclip \
         --size 500x375 --repeats 3 --out runs/bench      # or: python tools/benchmark.py ...
+    ovdense benchmark --device cuda --dtype bf16 fp16 --heads sclip \
+        --batch-sizes 1 16 64 128 256 --out runs/bench-gpu
 
 Random weights are fine for timing (``--pretrained none``); pass a tag or a file for real ones.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import copy
 import os
-import platform
+import re
 import sys
 import time
-from typing import Dict, List
+from contextlib import contextmanager
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 import ovdense
+from ovdense import roofline
+from ovdense.io.writers import atomic_path, write_json
 from ovdense.postprocess import decode
+from ovdense.predictor import resolve_dtype
 from ovdense.refine import pamr_stacked
-from ovdense.windows import window_boxes
+from ovdense.windows import crop_windows, window_boxes
 
 # Each head's default protocol (SCLIP/NACLIP/ClearCLIP/MaskCLIP papers; see configs/).
 PROTOCOLS: Dict[str, dict] = {
@@ -51,11 +65,25 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+@contextmanager
+def _mha_fast_path(enabled: bool):
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
+
+
 @torch.no_grad()
 def reference_features(seg: ovdense.OVSegmenter, crop: torch.Tensor) -> torch.Tensor:
-    """Dense features with the attention matrix built explicitly (bmm + softmax), as the
-    official code does, instead of the fused scaled-dot-product kernels."""
-    view = seg.backbone.prefix(crop)
+    """Dense features computed as the official code does: the blocks before the last run
+    through ``nn.MultiheadAttention(need_weights=False)`` outside PyTorch's batch-first fast
+    path (OpenAI CLIP's sequence-first blocks reach ``F.multi_head_attention_forward`` and its
+    fused attention that way), and the last block builds its attention matrix explicitly
+    (bmm + softmax) instead of the heads' fused kernels."""
+    with _mha_fast_path(False):
+        view = seg.backbone.prefix(crop, fused=False)
     tokens = seg.head.finish(view, seg.backbone, seg.head.attention(view) @ view.v)
     feats = F.normalize(seg.backbone.project(tokens[:, 1:]).float(), dim=-1)
     h, w = view.grid
@@ -63,9 +91,10 @@ def reference_features(seg: ovdense.OVSegmenter, crop: torch.Tensor) -> torch.Te
 
 
 def plain_baseline(seg: ovdense.OVSegmenter, image: np.ndarray, classes) -> Dict[str, object]:
-    """The official implementations' image side: one window per forward pass, explicit
-    attention, pad-to-canvas stitching, stacked PAMR. The text embeddings are the segmenter's
-    (the baseline's per-image text cost is the measured cold encoding time, added in ``run``)."""
+    """The official implementations' image side, in fp32: one window per forward pass
+    (:func:`reference_features`), pad-to-canvas stitching, stacked PAMR. The text embeddings
+    are the segmenter's (the baseline's per-image text cost is the measured cold encoding
+    time, added in ``run``)."""
     timings = {}
     t0 = time.perf_counter()
     vocab = ovdense.build_vocabulary(classes, background="first")
@@ -108,82 +137,237 @@ def plain_baseline(seg: ovdense.OVSegmenter, image: np.ndarray, classes) -> Dict
     return {"logits": preds, "labels": labels.cpu().numpy(), "timings": timings}
 
 
+def _best_ms(fn, repeats: int, device: torch.device):
+    """Shortest wall time of ``fn()`` over ``repeats`` runs in ms (device synchronised), the
+    least disturbed run on a shared machine; returns (ms, last output)."""
+    times, out = [], None
+    for _ in range(max(1, repeats)):
+        _sync(device)
+        t0 = time.perf_counter()
+        out = fn()
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(min(times)), out
+
+
+@torch.no_grad()
+def stage_times(seg: ovdense.OVSegmenter, image: np.ndarray, repeats: int) -> Dict[str, float]:
+    """Latency of each stage of one image, run one stage at a time (all windows in one batch)."""
+    dev = seg.device
+
+    def windows():
+        x = seg.preprocess(image)
+        boxes, pad, _ = seg._windows(tuple(x.shape[-2:]))
+        return crop_windows(x, boxes, pad)
+
+    crops = windows()
+    out: Dict[str, float] = {}
+    out["windows"], crops = _best_ms(windows, repeats, dev)
+    out["backbone"], view = _best_ms(lambda: seg.backbone.prefix(crops), repeats, dev)
+    out["head"], _ = _best_ms(
+        lambda: seg._feature_map(seg.backbone.project(seg.head(view, seg.backbone)[:, 1:]), view.grid), repeats, dev)
+    feats = seg.encode_image(image)
+    out["logits"], logits = _best_ms(lambda: seg.query_logits(feats), repeats, dev)
+    out["refine"], refined = _best_ms(lambda: seg.refine(logits, feats), repeats, dev)
+    vocab = seg.vocabulary
+    out["decode"], _ = _best_ms(
+        lambda: decode(refined, seg._query_to_class, vocab.num_classes, seg.logit_scale, seg.background_threshold,
+                       seg.area_threshold, seg.renormalize)[1].cpu(), repeats, dev)
+    return out
+
+
+@torch.no_grad()
+def throughput(seg: ovdense.OVSegmenter, size, batch_sizes: Sequence[int], windows: int, repeats: int,
+               window_batch: int = 0) -> List[Dict[str, float]]:
+    """images/s of ``predict`` on lists of already decoded images; all windows of a list share
+    forward passes (``window_batch`` caps a pass, 0 = no cap)."""
+    w, h = size
+    rng = np.random.default_rng(1)
+    rows = []
+    for n in batch_sizes:
+        images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for _ in range(n)]
+        seg.batch_size = window_batch or n * windows
+        try:
+            seg.predict(images)  # warm-up (and cuDNN / allocator settling)
+            roofline.reset_peak_memory(seg.device)
+            ms, _ = _best_ms(lambda: seg.predict(images), repeats, seg.device)
+        except torch.cuda.OutOfMemoryError as exc:
+            print(f"  batch {n}: out of memory ({str(exc).splitlines()[0]}); larger batches skipped", flush=True)
+            torch.cuda.empty_cache()
+            break
+        rows.append({"batch": n, "ms_per_batch": ms, "images_per_s": n * 1e3 / ms,
+                     "peak_memory_mb": roofline.peak_memory_mb(seg.device)})
+        print(f"  batch {n:4d}: {n * 1e3 / ms:9.2f} images/s  peak {rows[-1]['peak_memory_mb']:.0f} MB", flush=True)
+    return rows
+
+
+@torch.no_grad()
+def backbone_roofline(seg: ovdense.OVSegmenter, windows: int, window_size, images: int,
+                      repeats: int) -> Dict[str, object]:
+    """Time the backbone (:meth:`CLIPBackbone.prefix`) on ``windows`` windows in one pass and
+    compare its FLOP rate with the device's measured matmul peak on the same shapes (best
+    observed time and best observed peak)."""
+    crops = torch.randn(windows, 3, *window_size, device=seg.device)
+    flops = roofline.backbone_flops(seg.backbone, tuple(window_size), windows)
+    tokens = windows * (1 + int(np.prod(seg.backbone.grid_for(tuple(window_size)))))
+    width = seg.backbone.visual.conv1.out_channels
+    mlp = max((m.out_features for m in seg.backbone.last_block.mlp.modules() if isinstance(m, torch.nn.Linear)),
+              default=4 * width)
+    seg.backbone.prefix(crops)  # warm-up
+    # Best of alternating runs for both, so that a shared machine's drift does not favour one.
+    times, peak = [], 0.0
+    for _ in range(max(1, repeats)):
+        times.append(_best_ms(lambda: seg.backbone.prefix(crops), 1, seg.device)[0])
+        peak = max(peak, roofline.matmul_peak_gflops(seg.device, seg.dtype, tokens, width, mlp, repeats=3))
+    ms = min(times)
+    achieved = flops / (ms / 1e3) / 1e9
+    nominal = roofline.nominal_bf16_tflops(seg.device)
+    return {"windows_per_pass": windows, "images_per_pass": images, "backbone_ms": ms,
+            "backbone_gflop_per_image": flops / images / 1e9, "backbone_gflops_per_s": achieved,
+            "matmul_peak_gflops_per_s": peak, "fraction_of_matmul_peak": achieved / peak,
+            "nominal_bf16_tflops": nominal,
+            "fraction_of_nominal_bf16": None if nominal is None else achieved / (nominal * 1e3)}
+
+
 def run(args) -> Dict[str, object]:
     torch.manual_seed(0)
     device = ovdense.predictor.resolve_device(args.device)
-    w, h = (int(v) for v in args.size.split("x"))
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    size = tuple(int(v) for v in args.size.split("x"))
+    image = np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
     pretrained = None if args.pretrained in (None, "none") else args.pretrained
     backbone = ovdense.CLIPBackbone.load(args.clip_model, pretrained, device=device)
-    rows: List[Dict[str, object]] = []
+    dtypes = list(dict.fromkeys(resolve_dtype(d, device) for d in args.dtype))
+    backbones = {dt: backbone if dt == torch.float32 else copy.deepcopy(backbone).to(dtype=dt) for dt in dtypes}
     # Text encoding does not depend on the head: time it once, cold (no cache) and cached.
-    probe = ovdense.OVSegmenter(backbone=backbone, head="vanilla", device=device, dtype=args.dtype, text_cache_dir="")
+    probe = ovdense.OVSegmenter(backbone=backbone, head="vanilla", device=device, dtype="fp32", text_cache_dir="")
     t0 = time.perf_counter()
     probe.set_classes(VOC21, background="first")
     text_cold = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
     probe.set_classes(VOC21, background="first")
     text_warm = (time.perf_counter() - t0) * 1e3
-    print(f"text: {text_cold:.0f} ms cold (51 queries x 80 templates), {text_warm:.2f} ms cached", flush=True)
-    for head in args.heads:
+    n_queries, n_templates = probe.vocabulary.num_queries, len(probe.text.templates)
+    classes = f"VOC21 ({probe.vocabulary.num_classes} classes, {n_queries} queries x {n_templates} templates)"
+    print(f"text: {text_cold:.0f} ms cold ({n_queries} queries x {n_templates} templates), {text_warm:.2f} ms cached",
+          flush=True)
+
+    def make(head: str, dt: torch.dtype) -> ovdense.OVSegmenter:
         proto = dict(PROTOCOLS[head])
-        backbone.pos_interp = proto.pop("pos_interp", "scale_factor")
-        backbone._pe_cache.clear()
-        seg = ovdense.OVSegmenter(backbone=backbone, head=head, device=device, dtype=args.dtype,
-                                  text_cache_dir="", batch_size=args.batch_size, **proto)
+        bb = backbones[dt]
+        bb.pos_interp = proto.pop("pos_interp", "scale_factor")
+        bb._pe_cache.clear()
+        seg = ovdense.OVSegmenter(backbone=bb, head=head, device=device, dtype=dt, text_cache_dir="",
+                                  batch_size=args.window_batch or 1024, **proto)
         seg.text = probe.text  # share the in-memory text cache
         seg.set_classes(VOC21, background="first")
-        seg.predict(image)  # warm-up
-        fast_ms, stages = [], []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            res = seg.predict(image)
-            _sync(device)
-            fast_ms.append((time.perf_counter() - t0) * 1e3)
-            stages.append(res.timings)
-        feats = seg.encode_image(image)
-        fast_logits = seg.query_logits(feats)
-        base_stages = []
-        for _ in range(args.baseline_repeats):
-            base = plain_baseline(seg, image, VOC21)
-            base_stages.append(base["timings"])
-        diff = float((base["logits"] - fast_logits).abs().max())
-        same_labels = bool(np.array_equal(base["labels"], res.label_map))
-        image_fast = float(np.median(fast_ms))
-        image_base = float(np.median([s["image"] + s["refine_decode"] for s in base_stages]))
-        folder_base = image_base + text_cold  # the baseline encodes the text again for every image
-        row = {
-            "head": head, "protocol": {k: v for k, v in PROTOCOLS[head].items()},
-            "windows": len(feats.boxes), "ms_per_image": image_fast, "images_per_s": 1e3 / image_fast,
-            "stages_ms": {k: float(np.median([s.get(k, 0.0) for s in stages])) for k in stages[0]},
-            "text_ms_cold": text_cold, "text_ms_cached": text_warm,
-            "baseline_image_ms": image_base, "baseline_with_text_ms": folder_base,
-            "speedup_image": image_base / image_fast, "speedup_folder": folder_base / image_fast,
-            "max_logit_diff": diff, "labels_identical": same_labels,
-        }
-        rows.append(row)
-        print(f"{head:10s} {row['windows']:2d} win  {image_fast:8.1f} ms/img  baseline {image_base:8.1f}  "
-              f"x{row['speedup_image']:.2f} image  x{row['speedup_folder']:.1f} folder  diff {diff:.1e}  "
-              f"labels {'same' if same_labels else 'DIFFER'}", flush=True)
-    info = {"device": str(device), "dtype": args.dtype, "cpu": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "model": args.clip_model,
-            "pretrained": args.pretrained, "image": args.size, "classes": "VOC21 (21 classes, 51 queries)",
-            "rows": rows}
-    return info
+        return seg
+
+    rows: List[Dict[str, object]] = []
+    for head in args.heads:
+        # The plain baseline runs in fp32, whatever the fast path's dtype.
+        ref = make(head, torch.float32)
+        ref.predict(image)  # warm-up
+        for dt in dtypes:
+            seg = make(head, dt)
+            seg.predict(image)  # warm-up
+            # Fast path and baseline alternate, so that drifts of a shared machine hit both alike.
+            fast_ms, base_runs = [], []
+            for r in range(max(args.repeats, args.baseline_repeats)):
+                if r < args.repeats:
+                    ms, res = _best_ms(lambda: seg.predict(image), 1, device)
+                    fast_ms.append(ms)
+                if r < args.baseline_repeats:
+                    base_runs.append(plain_baseline(ref, image, VOC21))
+            latency = min(fast_ms)
+            base = min(base_runs, key=lambda b: b["timings"]["image"] + b["timings"]["refine_decode"])
+            image_base = base["timings"]["image"] + base["timings"]["refine_decode"]
+            feats = seg.encode_image(image)
+            diff = float((base["logits"] - seg.query_logits(feats)).abs().max())
+            agree = float(np.mean(base["labels"] == res.label_map))
+            stages = stage_times(seg, image, args.repeats)
+            thr = throughput(seg, size, args.batch_sizes, len(feats.boxes), args.repeats, args.window_batch)
+            best = max(thr, key=lambda t: t["images_per_s"])["batch"] if thr else 1
+            roof = backbone_roofline(seg, best * len(feats.boxes), _window_shape(feats), best, args.repeats)
+            # What the image side could reach: the backbone at the matmul peak and every other
+            # stage as measured (bound), or the backbone's matrix products alone (ceiling).
+            at_peak = roof["backbone_gflop_per_image"] / roof["matmul_peak_gflops_per_s"] * 1e3
+            others = sum(v for k, v in stages.items() if k != "backbone")
+            folder_base = image_base + text_cold  # the baseline encodes the text again for every image
+            row = {
+                "head": head, "dtype": str(dt).replace("torch.", ""),
+                "protocol": dict(PROTOCOLS[head]), "windows": len(feats.boxes),
+                "ms_per_image": latency, "images_per_s": 1e3 / latency,
+                "stages_ms": dict(stages, text_cached=text_warm),
+                "text_ms_cold": text_cold, "text_ms_cached": text_warm,
+                "baseline_image_ms": image_base, "baseline_with_text_ms": folder_base,
+                "baseline_stages_ms": base["timings"],
+                "speedup_image": image_base / latency, "speedup_folder": folder_base / latency,
+                "speedup_bound_backbone_at_peak": image_base / (others + at_peak),
+                "speedup_ceiling_matmuls_only": image_base / at_peak,
+                "max_logit_diff": diff, "labels_identical": agree == 1.0, "label_agreement": agree,
+                "roofline": roof, "throughput": thr,
+            }
+            rows.append(row)
+            print(f"{head:10s} {row['dtype']:8s} {row['windows']:2d} win {latency:8.1f} ms/img  baseline "
+                  f"{image_base:8.1f}  x{row['speedup_image']:.2f} image  x{row['speedup_folder']:.1f} folder  "
+                  f"backbone {roof['fraction_of_matmul_peak']:.0%} of matmul peak  diff {diff:.1e}  "
+                  f"labels {agree:.2%} equal", flush=True)
+    return {"device": str(device), "device_name": roofline.device_name(device),
+            "dtypes": [str(d).replace("torch.", "") for d in dtypes], "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "model": args.clip_model, "pretrained": args.pretrained, "image": args.size,
+            "classes": classes, "rows": rows}
+
+
+def _window_shape(feats) -> tuple:
+    y1, y2, x1, x2 = feats.boxes[0]
+    l, r, t, b = feats.pad
+    return (y2 - y1 + t + b, x2 - x1 + l + r)
+
+
+def _best(row) -> Dict[str, float]:
+    return max(row["throughput"], key=lambda t: t["images_per_s"]) if row["throughput"] else {}
 
 
 def markdown(info) -> str:
-    lines = [f"Device {info['device']} ({info['threads']} threads), {info['dtype']}, {info['model']} "
-             f"weights={info['pretrained']}, image {info['image']}, {info['classes']}", "",
-             "| head | windows | ms/image | images/s | baseline ms | speed-up (text cached in both) | "
-             "speed-up vs baseline encoding text | text cold ms | text cached ms | max logit diff | labels |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"{info['device_name']} ({info['device']}, {info['threads']} threads), torch {info['torch']}, "
+             f"{info['model']} weights={info['pretrained']}, image {info['image']}, {info['classes']}", "",
+             "| head | dtype | windows | batch-1 ms | best images/s (batch) | peak MB | baseline ms | "
+             "speed-up (text cached in both) | vs baseline encoding text | bound: backbone at matmul peak | "
+             "ceiling: backbone matmuls only | max logit diff | labels |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in info["rows"]:
-        lines.append(f"| {r['head']} | {r['windows']} | {r['ms_per_image']:.0f} | {r['images_per_s']:.2f} | "
+        best = _best(r)
+        thr = f"{best['images_per_s']:.2f} ({best['batch']})" if best else "-"
+        mem = f"{best['peak_memory_mb']:.0f}" if best else "-"
+        labels = "identical" if r["labels_identical"] else f"{r['label_agreement']:.2%} equal"
+        lines.append(f"| {r['head']} | {r['dtype']} | {r['windows']} | {r['ms_per_image']:.1f} | {thr} | {mem} | "
                      f"{r['baseline_image_ms']:.0f} | {r['speedup_image']:.2f}x | {r['speedup_folder']:.1f}x | "
-                     f"{r['text_ms_cold']:.0f} | {r['text_ms_cached']:.2f} | {r['max_logit_diff']:.1e} | "
-                     f"{'identical' if r['labels_identical'] else 'differ'} |")
+                     f"{r['speedup_bound_backbone_at_peak']:.2f}x | {r['speedup_ceiling_matmuls_only']:.2f}x | "
+                     f"{r['max_logit_diff']:.1e} | {labels} |")
+    lines += ["", "Stages (ms, one image, all windows in one batch):", "",
+              "| head | dtype | windows | backbone | head | logits | refine | decode | text (cached) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in info["rows"]:
+        s = r["stages_ms"]
+        lines.append(f"| {r['head']} | {r['dtype']} | {s['windows']:.1f} | {s['backbone']:.1f} | {s['head']:.1f} | "
+                     f"{s['logits']:.1f} | {s['refine']:.1f} | {s['decode']:.1f} | {s['text_cached']:.2f} |")
+    lines += ["", "Backbone roofline at the best batch (matrix products only; peak measured with the "
+              "backbone's own shapes):", "",
+              "| head | dtype | windows per pass | backbone ms | GFLOP / image | achieved GFLOP/s | "
+              "matmul peak GFLOP/s | of peak | of datasheet bf16 peak |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in info["rows"]:
+        f = r["roofline"]
+        nominal = "-" if f["fraction_of_nominal_bf16"] is None else f"{f['fraction_of_nominal_bf16']:.0%}"
+        lines.append(f"| {r['head']} | {r['dtype']} | {f['windows_per_pass']} | {f['backbone_ms']:.1f} | "
+                     f"{f['backbone_gflop_per_image']:.1f} | {f['backbone_gflops_per_s']:.0f} | "
+                     f"{f['matmul_peak_gflops_per_s']:.0f} | {f['fraction_of_matmul_peak']:.0%} | {nominal} |")
+    if any(r["throughput"] for r in info["rows"]):
+        lines += ["", "Throughput (already decoded images; all windows of a batch in shared forward passes):", "",
+                  "| head | dtype | images per batch | images/s | peak MB |", "|---|---|---|---|---|"]
+        for r in info["rows"]:
+            for t in r["throughput"]:
+                lines.append(f"| {r['head']} | {r['dtype']} | {t['batch']} | {t['images_per_s']:.2f} | "
+                             f"{t['peak_memory_mb']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -192,26 +376,36 @@ def main(argv=None) -> int:
     p.add_argument("--clip-model", default="ViT-B-16")
     p.add_argument("--pretrained", default="none", help="open_clip tag, local file, or none (random weights)")
     p.add_argument("--heads", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
-    p.add_argument("--size", default="500x375", help="WIDTHxHEIGHT of the test image")
+    p.add_argument("--size", default="500x375", help="WIDTHxHEIGHT of the test images")
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="fp32")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--dtype", nargs="+", default=["fp32"], help="one or more of fp32, fp16, bf16 (the baseline is fp32)")
+    p.add_argument("--batch-sizes", nargs="*", type=int, default=[1],
+                   help="images per predict call for the throughput table (e.g. 1 16 64 256 on a GPU)")
+    p.add_argument("--window-batch", type=int, default=0,
+                   help="cap on windows per forward pass (default 0: all windows of a batch together)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--baseline-repeats", type=int, default=1)
+    p.add_argument("--baseline-repeats", type=int, default=None, help="default: --repeats")
     p.add_argument("--out", default=None, help="folder for benchmark.json and benchmark.md")
     args = p.parse_args(argv)
+    if not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", args.size):
+        p.error(f"--size must be WIDTHxHEIGHT in pixels, e.g. 500x375 (got {args.size!r})")
+    if any(b < 1 for b in args.batch_sizes):
+        p.error("--batch-sizes must be positive")
+    if args.repeats < 1 or (args.baseline_repeats is not None and args.baseline_repeats < 1):
+        p.error("--repeats and --baseline-repeats must be positive")
+    if args.baseline_repeats is None:
+        args.baseline_repeats = args.repeats
     if args.threads:
         torch.set_num_threads(args.threads)
     info = run(args)
     table = markdown(info)
     print(table)
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "benchmark.json"), "w") as fh:
-            json.dump(info, fh, indent=2)
-        with open(os.path.join(args.out, "benchmark.md"), "w") as fh:
+        write_json(os.path.join(args.out, "benchmark.json"), info)
+        with atomic_path(os.path.join(args.out, "benchmark.md")) as tmp, open(tmp, "w") as fh:
             fh.write(table)
+        print(f"wrote {os.path.join(args.out, 'benchmark.json')} and benchmark.md", flush=True)
     return 0
 
 

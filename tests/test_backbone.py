@@ -112,3 +112,46 @@ def test_floor_drops_leftover_pixels(tiny_backbone):
     y[..., :, 80:] = 0
     assert tiny_backbone.prefix(x).grid == (4, 5)
     torch.testing.assert_close(tiny_backbone.embed(x), tiny_backbone.embed(y))
+
+
+def _slow_block(blk, x):
+    """One residual attention block written out with an explicit attention matrix."""
+    b, n, c = x.shape
+    h = blk.attn.num_heads
+    y = blk.ln_1(x)
+    q, k, v = (y @ blk.attn.in_proj_weight.T + blk.attn.in_proj_bias).split(c, dim=-1)
+    q, k, v = (t.reshape(b, n, h, c // h).transpose(1, 2) for t in (q, k, v))
+    a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(c // h), dim=-1)
+    x = x + blk.attn.out_proj((a @ v).transpose(1, 2).reshape(b, n, c))
+    return x + blk.mlp(blk.ln_2(x))
+
+
+def test_fused_blocks_equal_open_clip_and_an_explicit_reference(tiny_backbone, golden_backbone):
+    """The fused prefix (the default) equals open_clip's own block forward and a slow
+    explicit-attention reference, on a non-square input of each architecture."""
+    from ovdense.backbones.clip import supports_fused_forward
+
+    for bb, size in ((tiny_backbone, (64, 96)), (golden_backbone, (112, 160))):
+        blocks = bb.visual.transformer.resblocks
+        assert all(supports_fused_forward(blk) for blk in blocks)  # the fast path is the one tested
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            fused, plain = bb.prefix(x), bb.prefix(x, fused=False)
+            ref = bb.embed(x)
+            for blk in blocks[:-1]:
+                ref = _slow_block(blk, ref)
+        torch.testing.assert_close(fused.x, plain.x, atol=1e-5, rtol=0)
+        torch.testing.assert_close(fused.x, ref, atol=1e-5, rtol=0)
+        torch.testing.assert_close(fused.q, plain.q, atol=1e-5, rtol=0)
+
+
+def test_unknown_block_types_run_their_own_forward(tiny_backbone):
+    from ovdense.backbones.clip import supports_fused_forward
+
+    class Doubler(torch.nn.Module):
+        def forward(self, x):
+            return 2 * x
+
+    assert not supports_fused_forward(Doubler())
+    x = torch.randn(1, 5, 64)
+    torch.testing.assert_close(tiny_backbone.run_blocks(x, [Doubler(), Doubler()]), 4 * x)

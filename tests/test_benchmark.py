@@ -1,8 +1,15 @@
-"""The benchmark tool runs end to end, and the fast path equals the reference-style baseline."""
+"""The benchmark tool runs end to end, the fast path equals the reference-style baseline, and
+the roofline's FLOP count is right."""
 from __future__ import annotations
 
 import json
 
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import ovdense
+from ovdense import roofline
 from ovdense.cli import main
 from conftest import TINY_CONFIG
 
@@ -10,12 +17,60 @@ from conftest import TINY_CONFIG
 def test_benchmark_fast_path_equals_plain_baseline(tmp_path):
     out = tmp_path / "bench"
     assert main(["benchmark", "--clip-model", str(TINY_CONFIG), "--pretrained", "none", "--size", "120x90",
-                 "--repeats", "1", "--device", "cpu", "--out", str(out)]) == 0
+                 "--repeats", "1", "--device", "cpu", "--batch-sizes", "1", "2", "--out", str(out)]) == 0
     info = json.loads((out / "benchmark.json").read_text())
     assert [r["head"] for r in info["rows"]] == ["vanilla", "maskclip", "sclip", "clearclip", "naclip"]
     for row in info["rows"]:
-        assert row["labels_identical"], row["head"]
+        assert row["dtype"] == "float32"
+        assert row["labels_identical"] and row["label_agreement"] == 1.0, row["head"]
         assert row["max_logit_diff"] < 1e-4, row
         assert row["images_per_s"] > 0 and row["text_ms_cached"] < row["text_ms_cold"]
+        assert set(row["stages_ms"]) >= {"windows", "backbone", "head", "logits", "refine", "decode", "text_cached"}
+        assert [t["batch"] for t in row["throughput"]] == [1, 2]
+        assert all(t["images_per_s"] > 0 and t["peak_memory_mb"] > 0 for t in row["throughput"])
+        roof = row["roofline"]
+        assert roof["backbone_gflop_per_image"] > 0 and roof["matmul_peak_gflops_per_s"] > 0
+        assert roof["windows_per_pass"] == row["windows"] * roof["images_per_pass"]
+        assert roof["images_per_pass"] == max(row["throughput"], key=lambda t: t["images_per_s"])["batch"]
+        assert roof["nominal_bf16_tflops"] is None  # CPU
+        assert 0 < row["speedup_bound_backbone_at_peak"] < row["speedup_ceiling_matmuls_only"]
+    by_head = {r["head"]: r for r in info["rows"]}
+    assert by_head["naclip"]["stages_ms"]["refine"] > 0 and by_head["sclip"]["stages_ms"]["refine"] < \
+        by_head["naclip"]["stages_ms"]["refine"]
+    # 90x120 -> 336x448: 6 windows of 224; the whole-image MaskCLIP pass at 512 is one window
+    assert by_head["sclip"]["windows"] == 6 and by_head["maskclip"]["windows"] == 1
     table = (out / "benchmark.md").read_text()
-    assert "| sclip | 6 |" in table  # 90x120 -> 336x448: 2 x 3 windows of 224
+    assert "21 classes, 56 queries x 80 templates" in info["classes"]
+    assert "| sclip | float32 | 6 |" in table and "Backbone roofline" in table and "Throughput" in table
+
+
+@pytest.mark.parametrize("argv", [["--batch-sizes", "0"], ["--size", "500"], ["--size", "0x10"], ["--repeats", "0"]])
+def test_benchmark_rejects_bad_arguments(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["benchmark"] + argv)
+    assert exc.value.code == 2 and argv[0] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size, batch", [((64, 48), 2), ((32, 32), 1)])
+def test_backbone_flops_match_torch_flop_counter(size, batch):
+    """The analytic count equals torch's FLOP counter on the (fused) prefix. The counter has
+    no formula for the CPU flash-attention kernel, so the test gives it torch's own SDPA one."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    bb = ovdense.CLIPBackbone.load(str(TINY_CONFIG), None)
+    x = torch.randn(batch, 3, *size)
+    def sdpa(q, k, v, *args, out_shape=None, **kwargs):
+        return sdpa_flop_count(q, k, v)
+
+    cpu_sdpa = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: sdpa}
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=cpu_sdpa) as counter:
+        bb.prefix(x)
+    assert roofline.backbone_flops(bb, size, batch) == counter.get_total_flops()
+
+
+def test_matmul_peak_and_device_facts():
+    cpu = torch.device("cpu")
+    assert roofline.matmul_peak_gflops(cpu, torch.float32, 64, 32, 128, repeats=2) > 0
+    assert roofline.nominal_bf16_tflops(cpu) is None
+    assert roofline.peak_memory_mb(cpu) > 0
+    assert isinstance(roofline.device_name(cpu), str) and roofline.device_name(cpu)

@@ -144,6 +144,41 @@ def _load_open_clip_model(
     return model, model_name
 
 
+def _split_qkv(attn: nn.MultiheadAttention, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``in_proj`` of batch-first ``y [B, N, C]`` split into per-head ``q, k, v`` ``[B, heads, N, d]``."""
+    qkv = F.linear(y, attn.in_proj_weight, attn.in_proj_bias)
+    b, n, _ = qkv.shape
+    qkv = qkv.reshape(b, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+    return qkv[0], qkv[1], qkv[2]
+
+
+def supports_fused_forward(blk: nn.Module) -> bool:
+    """True for a plain open_clip ``ResidualAttentionBlock``: self-attention through one packed
+    ``in_proj``, no mask, no extra key/value biases, no cross-attention norm."""
+    attn = getattr(blk, "attn", None)
+    return (type(blk).__name__ == "ResidualAttentionBlock" and not hasattr(blk, "ln_1_kv")
+            and isinstance(attn, nn.MultiheadAttention) and attn._qkv_same_embed_dim
+            and attn.in_proj_weight is not None and attn.bias_k is None and attn.bias_v is None
+            and not attn.add_zero_attn)
+
+
+def fused_block_forward(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """open_clip's ``ResidualAttentionBlock.forward`` on batch-first ``x`` with its weights,
+    attention through ``F.scaled_dot_product_attention``.
+
+    The same maths as the block's own forward: ``nn.MultiheadAttention`` in inference takes
+    PyTorch's native fast path, which on CPU builds the attention matrix explicitly (bmm +
+    softmax); the fused kernel is about 3x faster there for 785-token windows and avoids
+    the ``[B, heads, N, N]`` buffer. OpenAI CLIP's sequence-first blocks, which the official
+    implementations run, already reach the fused kernel through ``need_weights=False``.
+    """
+    q, k, v = _split_qkv(blk.attn, blk.ln_1(x))
+    b, h, n, d = q.shape
+    mixed = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, h * d)
+    x = x + blk.ls_1(blk.attn.out_proj(mixed))
+    return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+
+
 class CLIPBackbone(nn.Module):
     """A CLIP model (open_clip) seen as a dense-feature backbone.
 
@@ -288,31 +323,35 @@ class CLIPBackbone(nn.Module):
         x = x + self.positional_embedding(tuple(images.shape[-2:])).to(x.dtype)
         return v.ln_pre(x)
 
-    def run_blocks(self, x: torch.Tensor, blocks) -> torch.Tensor:
-        """Run open_clip residual blocks on batch-first tokens, whatever the block layout."""
+    def run_blocks(self, x: torch.Tensor, blocks, fused: bool = True) -> torch.Tensor:
+        """Run open_clip residual blocks on batch-first tokens, whatever the block layout.
+
+        With ``fused`` (default) plain open_clip residual attention blocks run through
+        :func:`fused_block_forward` (fused scaled-dot-product attention); other block types,
+        and every block with ``fused=False``, run their own ``forward``.
+        """
         batch_first = getattr(self.visual.transformer, "batch_first", True)
-        if not batch_first:
-            x = x.transpose(0, 1)
         for blk in blocks:
-            x = blk(x)
-        if not batch_first:
-            x = x.transpose(0, 1)
+            if fused and supports_fused_forward(blk):
+                x = fused_block_forward(blk, x)
+            else:
+                x = blk(x) if batch_first else blk(x.transpose(0, 1)).transpose(0, 1)
         return x
 
     def qkv(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-head ``q, k, v`` ``[B, heads, N, d]`` of the last block from its input ``x``."""
         blk = self.last_block
-        y = blk.ln_1(x)
-        qkv = F.linear(y, blk.attn.in_proj_weight, blk.attn.in_proj_bias)
-        b, n, _ = qkv.shape
-        qkv = qkv.reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        return qkv[0], qkv[1], qkv[2]
+        return _split_qkv(blk.attn, blk.ln_1(x))
 
-    def prefix(self, images: torch.Tensor, num_blocks: Optional[int] = None) -> BlockView:
-        """Run everything before the last block on normalised images ``[B, 3, H, W]``."""
+    def prefix(self, images: torch.Tensor, num_blocks: Optional[int] = None, fused: bool = True) -> BlockView:
+        """Run everything before the last block on normalised images ``[B, 3, H, W]``.
+
+        ``fused=False`` runs the blocks through open_clip's own ``forward`` (the reference
+        path; equal up to float rounding).
+        """
         blocks = self.visual.transformer.resblocks
         x = self.embed(images)
-        x = self.run_blocks(x, blocks[: len(blocks) - 1 if num_blocks is None else num_blocks])
+        x = self.run_blocks(x, blocks[: len(blocks) - 1 if num_blocks is None else num_blocks], fused=fused)
         q, k, v = self.qkv(x)
         size = (int(images.shape[-2]), int(images.shape[-1]))
         return BlockView(x=x, q=q, k=k, v=v, grid=self.grid_for(size), input_size=size)
