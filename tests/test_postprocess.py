@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -62,6 +63,25 @@ def test_pamr_equals_slow_reference_on_random_input():
     img = torch.randn(1, 3, 37, 53)
     logits = torch.randn(1, 6, 19, 27)
     torch.testing.assert_close(pamr(img, logits, 5, (1, 3)), _slow_pamr(img, logits, 5, (1, 3)), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("block_channels", [1, 2, 4])
+def test_pamr_channel_blocks_are_bit_identical(monkeypatch, block_channels):
+    """The CPU path refines cache-sized channel blocks (uneven last block included): the
+    result equals one pass over all channels exactly, and the slow reference."""
+    import importlib
+
+    pamr_module = importlib.import_module("ovdense.refine.pamr")  # the package re-exports the function
+
+    torch.manual_seed(1)
+    img = torch.randn(2, 3, 41, 47)
+    logits = torch.randn(2, 7, 21, 24)
+    monkeypatch.setattr(pamr_module, "CPU_BLOCK_BYTES", 10**12)
+    whole = pamr(img, logits, 4, (1, 2))
+    monkeypatch.setattr(pamr_module, "CPU_BLOCK_BYTES", block_channels * 2 * 41 * 47 * 4)
+    assert pamr_module._channels_per_block(torch.empty(2, 7, 41, 47)) == block_channels
+    assert torch.equal(pamr(img, logits, 4, (1, 2)), whole)
+    torch.testing.assert_close(whole, _slow_pamr(img, logits, 4, (1, 2)), atol=1e-5, rtol=1e-5)
 
 
 def test_synonym_max_and_thresholds():
