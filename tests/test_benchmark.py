@@ -74,3 +74,11 @@ def test_matmul_peak_and_device_facts():
     assert roofline.nominal_bf16_tflops(cpu) is None
     assert roofline.peak_memory_mb(cpu) > 0
     assert isinstance(roofline.device_name(cpu), str) and roofline.device_name(cpu)
+
+
+@pytest.mark.parametrize("name, tflops", [("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.0),
+                                          ("NVIDIA H100 NVL", 835.0), ("NVIDIA H200", 989.4),
+                                          ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA GeForce RTX 3090", None)])
+def test_datasheet_peaks_match_device_names(monkeypatch, name, tflops):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert roofline.nominal_bf16_tflops(torch.device("cuda")) == tflops
