@@ -60,11 +60,6 @@ VOC21 = ["sky, wall, tree, wood, grass, road, sea, river, mountain, sands, desk,
          "television, screen"]
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @contextmanager
 def _mha_fast_path(enabled: bool):
     previous = torch.backends.mha.get_fastpath_enabled()
@@ -123,7 +118,7 @@ def plain_baseline(seg: ovdense.OVSegmenter, image: np.ndarray, classes) -> Dict
         count[:, y1:y2, x1:x2] += 1
     if seg.slide_crop > 0:
         preds = F.interpolate((preds / count)[None], size=ori, mode="bilinear")[0]
-    _sync(seg.device)
+    roofline.synchronize(seg.device)
     t2 = time.perf_counter()
     logits = preds
     if seg.pamr_steps > 0:
@@ -131,7 +126,7 @@ def plain_baseline(seg: ovdense.OVSegmenter, image: np.ndarray, classes) -> Dict
         logits = pamr_stacked(guide, preds[None], seg.pamr_steps, seg.pamr_dilations)[0]
     _, labels = decode(logits, torch.tensor(vocab.query_to_class, device=seg.device), vocab.num_classes,
                        seg.logit_scale, seg.background_threshold, seg.area_threshold, seg.renormalize)
-    _sync(seg.device)
+    roofline.synchronize(seg.device)
     t3 = time.perf_counter()
     timings.update(text=(t1 - t0) * 1e3, image=(t2 - t1) * 1e3, refine_decode=(t3 - t2) * 1e3)
     return {"logits": preds, "labels": labels.cpu().numpy(), "timings": timings}
@@ -142,17 +137,18 @@ def _best_ms(fn, repeats: int, device: torch.device):
     least disturbed run on a shared machine; returns (ms, last output)."""
     times, out = [], None
     for _ in range(max(1, repeats)):
-        _sync(device)
+        roofline.synchronize(device)
         t0 = time.perf_counter()
         out = fn()
-        _sync(device)
+        roofline.synchronize(device)
         times.append((time.perf_counter() - t0) * 1e3)
     return float(min(times)), out
 
 
 @torch.no_grad()
-def stage_times(seg: ovdense.OVSegmenter, image: np.ndarray, repeats: int) -> Dict[str, float]:
-    """Latency of each stage of one image, run one stage at a time (all windows in one batch)."""
+def stage_times(seg: ovdense.OVSegmenter, image: np.ndarray, feats, repeats: int) -> Dict[str, float]:
+    """Latency of each stage of one image, run one stage at a time (all windows in one batch);
+    ``feats`` are the image's encoded features (for the stages after the backbone)."""
     dev = seg.device
 
     def windows():
@@ -166,7 +162,6 @@ def stage_times(seg: ovdense.OVSegmenter, image: np.ndarray, repeats: int) -> Di
     out["backbone"], view = _best_ms(lambda: seg.backbone.prefix(crops), repeats, dev)
     out["head"], _ = _best_ms(
         lambda: seg._feature_map(seg.backbone.project(seg.head(view, seg.backbone)[:, 1:]), view.grid), repeats, dev)
-    feats = seg.encode_image(image)
     out["logits"], logits = _best_ms(lambda: seg.query_logits(feats), repeats, dev)
     out["refine"], refined = _best_ms(lambda: seg.refine(logits, feats), repeats, dev)
     vocab = seg.vocabulary
@@ -209,10 +204,7 @@ def backbone_roofline(seg: ovdense.OVSegmenter, windows: int, window_size, image
     observed time and best observed peak)."""
     crops = torch.randn(windows, 3, *window_size, device=seg.device)
     flops = roofline.backbone_flops(seg.backbone, tuple(window_size), windows)
-    tokens = windows * (1 + int(np.prod(seg.backbone.grid_for(tuple(window_size)))))
-    width = seg.backbone.visual.conv1.out_channels
-    mlp = max((m.out_features for m in seg.backbone.last_block.mlp.modules() if isinstance(m, torch.nn.Linear)),
-              default=4 * width)
+    tokens, width, mlp = roofline.backbone_matmul_shape(seg.backbone, tuple(window_size), windows)
     seg.backbone.prefix(crops)  # warm-up
     # Best of alternating runs for both, so that a shared machine's drift does not favour one.
     times, peak = [], 0.0
@@ -284,10 +276,10 @@ def run(args) -> Dict[str, object]:
             feats = seg.encode_image(image)
             diff = float((base["logits"] - seg.query_logits(feats)).abs().max())
             agree = float(np.mean(base["labels"] == res.label_map))
-            stages = stage_times(seg, image, args.repeats)
+            stages = stage_times(seg, image, feats, args.repeats)
             thr = throughput(seg, size, args.batch_sizes, len(feats.boxes), args.repeats, args.window_batch)
-            best = max(thr, key=lambda t: t["images_per_s"])["batch"] if thr else 1
-            roof = backbone_roofline(seg, best * len(feats.boxes), _window_shape(feats), best, args.repeats)
+            best = _best(thr)["batch"] if thr else 1
+            roof = backbone_roofline(seg, best * len(feats.boxes), feats.window_size, best, args.repeats)
             # What the image side could reach: the backbone at the matmul peak and every other
             # stage as measured (bound), or the backbone's matrix products alone (ceiling).
             at_peak = roof["backbone_gflop_per_image"] / roof["matmul_peak_gflops_per_s"] * 1e3
@@ -318,14 +310,9 @@ def run(args) -> Dict[str, object]:
             "classes": classes, "rows": rows}
 
 
-def _window_shape(feats) -> tuple:
-    y1, y2, x1, x2 = feats.boxes[0]
-    l, r, t, b = feats.pad
-    return (y2 - y1 + t + b, x2 - x1 + l + r)
-
-
-def _best(row) -> Dict[str, float]:
-    return max(row["throughput"], key=lambda t: t["images_per_s"]) if row["throughput"] else {}
+def _best(throughput_rows) -> Dict[str, float]:
+    """The throughput row with the most images/s ({} when none)."""
+    return max(throughput_rows, key=lambda t: t["images_per_s"]) if throughput_rows else {}
 
 
 def markdown(info) -> str:
@@ -336,7 +323,7 @@ def markdown(info) -> str:
              "ceiling: backbone matmuls only | max logit diff | labels |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in info["rows"]:
-        best = _best(r)
+        best = _best(r["throughput"])
         thr = f"{best['images_per_s']:.2f} ({best['batch']})" if best else "-"
         mem = f"{best['peak_memory_mb']:.0f}" if best else "-"
         labels = "identical" if r["labels_identical"] else f"{r['label_agreement']:.2%} equal"

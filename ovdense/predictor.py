@@ -84,6 +84,13 @@ class ImageFeatures:
     path: Optional[str] = None
     timings: Dict[str, float] = field(default_factory=dict)
 
+    @property
+    def window_size(self) -> Tuple[int, int]:
+        """Pixel size of every window as the backbone sees it (padding included)."""
+        y1, y2, x1, x2 = self.boxes[0]
+        left, right, top, bottom = self.pad
+        return (y2 - y1 + top + bottom, x2 - x1 + left + right)
+
 
 class OVSegmenter:
     """Open-vocabulary semantic segmentation with a training-free CLIP head.
@@ -393,8 +400,8 @@ class OVSegmenter:
         if feats.whole:
             return F.interpolate(win, size=feats.original_size, mode="bilinear", align_corners=False)[0]
         y1, y2, x1, x2 = feats.boxes[0]
-        l, r, t, b = feats.pad
-        win = F.interpolate(win, size=(y2 - y1 + t + b, x2 - x1 + l + r), mode="bilinear", align_corners=False)
+        l, _, t, _ = feats.pad
+        win = F.interpolate(win, size=feats.window_size, mode="bilinear", align_corners=False)
         if any(feats.pad):
             win = win[:, :, t:t + y2 - y1, l:l + x2 - x1]
         stitched = stitch(win, feats.boxes, feats.resized_size)

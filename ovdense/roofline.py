@@ -54,9 +54,20 @@ def backbone_flops(backbone: CLIPBackbone, input_size: Tuple[int, int], batch: i
     return int(batch * flops)
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work (timings); nothing to do on CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def backbone_matmul_shape(backbone: CLIPBackbone, input_size: Tuple[int, int], batch: int) -> Tuple[int, int, int]:
+    """``(tokens, width, mlp_width)`` of the backbone's linear layers on ``batch`` inputs of
+    ``input_size``: the shapes :func:`matmul_peak_gflops` should be measured with."""
+    h, w = backbone.grid_for(input_size)
+    width = backbone.visual.conv1.out_channels
+    hidden = max((m.out_features for m in backbone.last_block.mlp.modules() if isinstance(m, nn.Linear)),
+                 default=4 * width)
+    return batch * (1 + h * w), width, hidden
 
 
 @torch.no_grad()
@@ -75,11 +86,11 @@ def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, tokens: int, wi
         b = torch.randn(n, device=device, dtype=dtype)
         for _ in range(2):
             F.linear(x, w, b)
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         for _ in range(repeats):
             F.linear(x, w, b)
-        _sync(device)
+        synchronize(device)
         seconds = (time.perf_counter() - t0) / repeats
         best = max(best, 2.0 * tokens * k * n / seconds / 1e9)
     return best
