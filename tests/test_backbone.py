@@ -1,6 +1,9 @@
 """CLIP adapter: loading rules, positional-embedding interpolation, errors."""
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import math
 
 import pytest
@@ -155,3 +158,187 @@ def test_unknown_block_types_run_their_own_forward(tiny_backbone):
     assert not supports_fused_forward(Doubler())
     x = torch.randn(1, 5, 64)
     torch.testing.assert_close(tiny_backbone.run_blocks(x, [Doubler(), Doubler()]), 4 * x)
+
+
+# ---------------------------------------------------------------- OpenAI-format files by content
+GOLDEN_FILE = GOLDENS / "tiny_openai_clip.pt"
+CLIP_LOGGER = "ovdense.backbones.clip"
+
+
+def _golden_state_dict():
+    return torch.load(GOLDEN_FILE, map_location="cpu", weights_only=True)
+
+
+def _fp16_weights_file(tmp_path):
+    """The golden weights rounded to float16, as OpenAI's release weights are: the OpenAI
+    builder rounds them so (``convert_weights_to_fp16``), open_clip's loader does not, and
+    on such weights the two builders agree."""
+    path = tmp_path / "plain_fp16.pt"
+    torch.save({k: v.half().float() if v.is_floating_point() else v for k, v in _golden_state_dict().items()}, path)
+    return path
+
+
+def _with_openai_entries(sd):
+    """The entries OpenAI's release files carry besides the weights."""
+    grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+    return dict(sd, input_resolution=torch.tensor(grid * sd["visual.conv1.weight"].shape[-1]),
+                context_length=torch.tensor(sd["positional_embedding"].shape[0]),
+                vocab_size=torch.tensor(sd["token_embedding.weight"].shape[0]))
+
+
+def _golden_architecture_config(tmp_path, name="ovdense-tiny-openai-arch", quick_gelu=False):
+    """A model-config .json with the golden file's architecture; GELU unless ``quick_gelu``."""
+    sd = _golden_state_dict()
+    cfg = {
+        "embed_dim": sd["text_projection"].shape[1],
+        "vision_cfg": {"image_size": 112, "layers": 3, "width": 128, "patch_size": 16},
+        "text_cfg": {"context_length": sd["positional_embedding"].shape[0],
+                     "vocab_size": sd["token_embedding.weight"].shape[0], "width": 64, "heads": 1, "layers": 1},
+    }
+    if quick_gelu:
+        cfg["quick_gelu"] = True
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(cfg))
+    return str(path)
+
+
+def _torchscript_archive(sd, path):
+    """A TorchScript archive holding ``sd`` under its dotted names, like OpenAI's release
+    files (whose ``state_dict()`` is the weights plus the OpenAI entries)."""
+    root = torch.nn.Module()
+    for key, tensor in sd.items():
+        *parents, leaf = key.split(".")
+        module = root
+        for part in parents:
+            if not hasattr(module, part):
+                module.add_module(part, torch.nn.Module())
+            module = getattr(module, part)
+        module.register_buffer(leaf, tensor)
+    torch.jit.script(root).save(str(path))
+
+
+def _image_features(model, seed=0):
+    x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return model.encode_image(x)
+
+
+def _openai_reference(path):
+    import open_clip
+
+    return _image_features(open_clip.load_openai_model(str(path), precision="fp32", device="cpu"))
+
+
+def _warnings(caplog):
+    return [r for r in caplog.records if r.name == CLIP_LOGGER and r.levelno >= logging.WARNING]
+
+
+def test_openai_state_dict_with_a_model_name_builds_quick_gelu(tmp_path, caplog):
+    """A file with OpenAI's extra entries loads with QuickGELU like open_clip.load_openai_model,
+    even with a GELU model name given; the GELU build of the same weights is another model."""
+    import open_clip
+
+    plain, openai_file = tmp_path / "plain.pt", tmp_path / "openai.pt"
+    torch.save(_golden_state_dict(), plain)
+    torch.save(_with_openai_entries(_golden_state_dict()), openai_file)
+    config = _golden_architecture_config(tmp_path)
+    with caplog.at_level(logging.INFO, logger=CLIP_LOGGER):
+        bb = CLIPBackbone.load(config, str(openai_file))
+    assert not _warnings(caplog)
+    assert bb.activation == "quick_gelu" and "act='quick_gelu'" in repr(bb)
+    assert isinstance(bb.model.visual.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
+
+    ours, ref = _image_features(bb.model), _openai_reference(openai_file)
+    assert (ours - ref).abs().max() <= 1e-6
+    gelu = open_clip.create_model("ovdense-tiny-openai-arch", pretrained=str(plain), precision="fp32", device="cpu")
+    assert (_image_features(gelu) - ref).abs().max() > 1e-3  # what the name alone would have built
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:FutureWarning")  # building the test archive
+def test_torchscript_archive_with_a_model_name_builds_quick_gelu(tmp_path):
+    archive = tmp_path / "openai_jit.pt"
+    _torchscript_archive(_with_openai_entries(_golden_state_dict()), archive)
+    bb = CLIPBackbone.load(_golden_architecture_config(tmp_path), str(archive))
+    assert bb.activation == "quick_gelu"
+    assert (_image_features(bb.model) - _openai_reference(archive)).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("weights_format", ["auto", "openai"])
+def test_openai_file_with_another_architecture_name_is_refused(tmp_path, weights_format):
+    from conftest import TINY_CONFIG
+
+    openai_file = tmp_path / "openai.pt"
+    torch.save(_with_openai_entries(_golden_state_dict()), openai_file)
+    for name, theirs in ((str(TINY_CONFIG), "ViT width 64, 3 layers, patch 16, 64 px"),
+                         ("ViT-B-16", "ViT width 768, 12 layers, patch 16, 224 px")):
+        with pytest.raises(ValueError) as err:
+            CLIPBackbone.load(name, str(openai_file), weights_format=weights_format)
+        message = str(err.value)
+        assert "\n" not in message and str(openai_file) in message
+        assert "ViT width 128, 3 layers, patch 16, 112 px" in message and theirs in message
+
+
+def test_ambiguous_state_dict_warns_once_and_builds_the_named_gelu(tmp_path, caplog):
+    """OpenAI's key layout without its extra entries: nothing in the file tells QuickGELU
+    from GELU, so the named (GELU) config is built, with one warning saying how to force."""
+    config = _golden_architecture_config(tmp_path)
+    with caplog.at_level(logging.INFO, logger=CLIP_LOGGER):
+        bb = CLIPBackbone.load(config, str(GOLDEN_FILE))
+    assert bb.activation == "gelu" and "act='gelu'" in repr(bb)
+    (record,) = _warnings(caplog)
+    message = record.getMessage()
+    assert "\n" not in message and str(GOLDEN_FILE) in message and "GELU" in message
+    assert "weights_format='openai'" in message and "-quickgelu" in message and "weights_format='open_clip'" in message
+    assert (_image_features(bb.model) - _openai_reference(GOLDEN_FILE)).abs().max() > 1e-3
+
+
+def test_ambiguous_state_dict_is_decided_by_format_or_quickgelu_name(tmp_path, caplog):
+    weights = _fp16_weights_file(tmp_path)
+    ref = _openai_reference(weights)
+    gelu_config = _golden_architecture_config(tmp_path)
+    quick_config = _golden_architecture_config(tmp_path, name="ovdense-tiny-openai-arch-quickgelu", quick_gelu=True)
+    with caplog.at_level(logging.INFO, logger=CLIP_LOGGER):
+        forced = CLIPBackbone.load(gelu_config, str(weights), weights_format="openai")
+        named = CLIPBackbone.load(quick_config, str(weights))
+        confirmed = CLIPBackbone.load(gelu_config, str(weights), weights_format="open_clip")
+    assert not _warnings(caplog)
+    assert forced.activation == named.activation == "quick_gelu" and confirmed.activation == "gelu"
+    assert (_image_features(forced.model) - ref).abs().max() <= 1e-6
+    assert (_image_features(named.model) - ref).abs().max() <= 1e-6
+
+
+def test_golden_file_without_a_model_name_is_openai(golden_backbone):
+    assert golden_backbone.activation == "quick_gelu" and "act='quick_gelu'" in repr(golden_backbone)
+
+
+def test_known_release_hash_decides_the_activation(tmp_path, caplog, monkeypatch):
+    """A file whose SHA256 is that of a QuickGELU release open_clip knows gets QuickGELU."""
+    from ovdense.backbones import clip
+
+    weights = _fp16_weights_file(tmp_path)
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    release = clip._Release("ovdense-tiny", "test_release", quick_gelu=True, openai=False)
+    monkeypatch.setattr(clip, "_known_releases", lambda: {digest[:8]: release})
+    with caplog.at_level(logging.INFO, logger=CLIP_LOGGER):
+        bb = CLIPBackbone.load(_golden_architecture_config(tmp_path), str(weights))
+    assert not _warnings(caplog) and bb.activation == "quick_gelu"
+    assert (_image_features(bb.model) - _openai_reference(weights)).abs().max() <= 1e-6
+
+
+def test_release_table_reads_open_clip_urls():
+    """The hashes come from open_clip's own URLs: OpenAI's files in full, GitHub releases by prefix."""
+    from ovdense.backbones.clip import _known_releases
+
+    table = _known_releases()
+    openai_b16 = table["5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f"]
+    assert openai_b16.openai and openai_b16.quick_gelu and openai_b16.model.startswith("ViT-B-16")
+    laion_b32 = table["d867053b"]  # vit_b_32-quickgelu-laion400m_e31, listed under plain "ViT-B-32" too
+    assert laion_b32.quick_gelu and not laion_b32.openai
+    assert not table["00efa78f"].quick_gelu  # vit_b_16-laion400m_e31: GELU
+
+
+def test_ambiguous_message_names_the_quickgelu_model():
+    from ovdense.backbones.clip import _ambiguous_activation_message
+
+    message = _ambiguous_activation_message("/w/b16.pt", "ViT-B-16")
+    assert "clip_model='ViT-B-16-quickgelu'" in message and "weights_format='openai'" in message

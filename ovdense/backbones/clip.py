@@ -12,19 +12,23 @@ heads never depend on how a given open_clip release lays out its attention:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import math
 import os
-
 import zipfile
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, FrozenSet, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 POS_INTERP_MODES = ("scale_factor", "size")
+WEIGHTS_FORMATS = ("auto", "openai", "open_clip")
+
+logger = logging.getLogger(__name__)
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -58,11 +62,111 @@ class BlockView:
         return self.q.shape[1]
 
 
+OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+"""Entries of OpenAI's CLIP state dicts (TorchScript attributes) that open_clip models lack."""
+
+_CLIP_LAYOUT_KEYS = ("visual.conv1.weight", "token_embedding.weight", "positional_embedding", "text_projection")
+"""Keys of OpenAI CLIP's layout, which open_clip's built-in CLIP models share key for key."""
+
+
 def _is_torchscript(path: str) -> bool:
+    """True for a TorchScript archive, the format of OpenAI's CLIP release files."""
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as zf:
         return any(name.endswith("constants.pkl") or "/code/" in name for name in zf.namelist())
+
+
+def _torch_load_lazily(path: str) -> object:
+    """``torch.load`` without reading the tensors where the file allows it (memory-mapped)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _checkpoint_keys(path: str) -> FrozenSet[str]:
+    """The state-dict keys of a checkpoint file, unwrapped as open_clip's ``load_state_dict``
+    does (a ``"state_dict"`` entry, a ``"module."`` prefix).
+
+    Only the keys are read where the format allows (safetensors header, memory-mapped zip
+    checkpoints). Empty for anything that is not a state dict loadable with
+    ``weights_only=True``: the loader that runs next reports that problem in its own words.
+    """
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt") as f:
+                keys = [str(k) for k in f.keys()]
+        else:
+            ckpt = _torch_load_lazily(path)
+            if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
+                ckpt = ckpt["state_dict"]
+            keys = [k for k in ckpt if isinstance(k, str)] if isinstance(ckpt, dict) else []
+    except Exception:  # unreadable or not a plain state dict: many exception types
+        return frozenset()
+    if keys and keys[0].startswith("module"):
+        keys = [k[7:] for k in keys]
+    return frozenset(keys)
+
+
+def _sha256(path: str) -> str:
+    """Hex SHA256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class _Release:
+    """Published weights that open_clip knows by the SHA256 in their download URL."""
+
+    model: str
+    tag: str
+    quick_gelu: bool
+    openai: bool  # one of OpenAI's own files
+
+
+def _url_sha256(url: str) -> str:
+    """The SHA256 (or its prefix) a release URL carries, as open_clip's downloader reads it:
+    the full hash as the parent folder of OpenAI's files, an 8-digit prefix ending the
+    file name of open_clip's GitHub releases; empty when the URL carries none."""
+    if "openaipublic" in url:
+        digest = url.split("/")[-2]
+    elif "mlfoundations" in url:
+        digest = os.path.splitext(os.path.basename(url))[0].split("-")[-1]
+    else:
+        return ""
+    digest = digest.lower()
+    return digest if len(digest) >= 8 and all(c in "0123456789abcdef" for c in digest) else ""
+
+
+@functools.lru_cache(maxsize=1)
+def _known_releases() -> Dict[str, _Release]:
+    """open_clip's pretrained weights whose URL carries their SHA256, keyed by that hash."""
+    import open_clip
+
+    table: Dict[str, _Release] = {}
+    for model in open_clip.list_models():
+        for tag in open_clip.list_pretrained_tags_by_model(model):
+            cfg = open_clip.get_pretrained_cfg(model, tag)
+            url = cfg.get("url", "") or ""
+            digest = _url_sha256(url)
+            if digest and digest not in table:
+                table[digest] = _Release(model, tag, bool(cfg.get("quick_gelu", False)), "openaipublic" in url)
+    return table
+
+
+def _identify_release(path: str) -> Optional[_Release]:
+    """The published release whose SHA256 the file has, if open_clip knows one."""
+    releases = _known_releases()
+    if not releases:
+        return None
+    digest = _sha256(path)
+    return next((rel for prefix, rel in releases.items() if digest.startswith(prefix)), None)
 
 
 def _fingerprint(*tensors: torch.Tensor) -> str:
@@ -83,6 +187,158 @@ def _missing_weights_message(model_name: str, pretrained: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class _WeightsFileFormat:
+    """How a local weights file is built, and why.
+
+    Attributes:
+        openai: build with ``open_clip.load_openai_model`` (architecture read from the file,
+            QuickGELU), otherwise with ``open_clip.create_model`` for the named architecture.
+        quick_gelu: QuickGELU activation (always with ``openai``).
+        reason: what decided it, for logs.
+    """
+
+    openai: bool
+    quick_gelu: bool
+    reason: str
+
+
+def _config_quick_gelu(model_name: Optional[str]) -> bool:
+    """True when the named open_clip config asks for QuickGELU (``-quickgelu`` names)."""
+    import open_clip
+
+    cfg = open_clip.get_model_config(model_name) if model_name else None
+    return bool(cfg and cfg.get("quick_gelu", False))
+
+
+def _ambiguous_activation_message(path: str, model_name: str) -> str:
+    import open_clip
+
+    quick_name = f"{model_name}-quickgelu"
+    hint = f"clip_model={quick_name!r}" if quick_name in open_clip.list_models() else "a '-quickgelu' model config"
+    return (
+        f"{path}: CLIP state dict whose keys fit both OpenAI weights (QuickGELU) and open_clip weights (GELU); "
+        f"building {model_name!r} with GELU as its open_clip config says. For OpenAI CLIP weights pass "
+        f"weights_format='openai' or {hint}; pass weights_format='open_clip' to confirm GELU and silence this."
+    )
+
+
+def _weights_file_format(path: str, model_name: Optional[str], weights_format: str) -> _WeightsFileFormat:
+    """Decide how to build a local weights file, from the file first.
+
+    With ``weights_format="auto"``, in order:
+
+    1. a TorchScript archive (OpenAI's release format), or a state dict carrying OpenAI's
+       ``input_resolution`` / ``context_length`` / ``vocab_size`` entries, is OpenAI's:
+       QuickGELU, architecture read from the file, whatever ``model_name`` says;
+    2. ``model_name`` None (or ``"openai"``) states an OpenAI-format file: the same;
+    3. a model config asking for QuickGELU (``ViT-B-16-quickgelu``) gets it;
+    4. a file without CLIP's key layout cannot be OpenAI's: the named config as is;
+    5. a file whose SHA256 is that of a release open_clip knows (the hashes in its
+       ``openai`` and GitHub-release URLs) gets that release's activation;
+    6. otherwise nothing in the file tells QuickGELU from GELU (open_clip's own GELU
+       checkpoints use OpenAI's key names): the named config's activation, GELU for the
+       plain names, with one warning that says how to force the other.
+    """
+    if weights_format == "openai":
+        return _WeightsFileFormat(True, True, "weights_format='openai'")
+    if weights_format == "open_clip":
+        return _WeightsFileFormat(False, _config_quick_gelu(model_name), "weights_format='open_clip'")
+    if _is_torchscript(path):
+        return _WeightsFileFormat(True, True, "TorchScript archive, the format of OpenAI's releases")
+    keys = _checkpoint_keys(path)
+    if keys.intersection(OPENAI_EXTRA_KEYS):
+        return _WeightsFileFormat(True, True, "state dict with OpenAI's input_resolution/context_length/vocab_size")
+    if model_name in (None, "openai"):
+        return _WeightsFileFormat(True, True, "clip_model=None: an OpenAI-format file")
+    if _config_quick_gelu(model_name):
+        return _WeightsFileFormat(False, True, f"model config {model_name!r} asks for QuickGELU")
+    if not keys.issuperset(_CLIP_LAYOUT_KEYS):
+        return _WeightsFileFormat(False, False, "not in OpenAI CLIP's key layout: the named config")
+    release = _identify_release(path)
+    if release is not None:
+        return _WeightsFileFormat(release.openai, release.quick_gelu,
+                                  f"SHA256 of the published weights {release.model}/{release.tag}")
+    logger.warning(_ambiguous_activation_message(path, model_name))
+    return _WeightsFileFormat(False, False, "undecidable from the file: the named config (GELU)")
+
+
+def _describe_image_size(size: Union[int, Tuple[int, int], list]) -> str:
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return f"{h} px" if h == w else f"{h}x{w} px"
+
+
+def _model_vision_architecture(model: nn.Module) -> str:
+    """``"ViT width W, L layers, patch P, S px"`` of a built model's vision tower."""
+    v = model.visual
+    if not hasattr(v, "transformer") or not hasattr(v, "conv1"):
+        return f"non-ViT vision tower ({type(v).__name__})"
+    return (f"ViT width {v.conv1.out_channels}, {len(v.transformer.resblocks)} layers, "
+            f"patch {v.conv1.kernel_size[0]}, {_describe_image_size(v.image_size)}")
+
+
+def _config_vision_architecture(model_name: str) -> Optional[str]:
+    """The same description for an open_clip model config; None for names open_clip lacks."""
+    import open_clip
+    from open_clip.model import CLIPVisionCfg
+
+    cfg = open_clip.get_model_config(model_name)
+    if cfg is None:
+        return None
+    vision = CLIPVisionCfg(**cfg.get("vision_cfg", {}))
+    if vision.timm_model_name:
+        return f"timm vision tower {vision.timm_model_name!r}"
+    if not isinstance(vision.layers, int):
+        return f"ResNet vision tower {tuple(vision.layers)}"
+    return (f"ViT width {vision.width}, {vision.layers} layers, patch {vision.patch_size}, "
+            f"{_describe_image_size(vision.image_size)}")
+
+
+def _check_openai_architecture(path: str, model_name: str, model: nn.Module) -> None:
+    """Raise when ``model_name`` names another architecture than the OpenAI file holds."""
+    expected = _config_vision_architecture(model_name)
+    found = _model_vision_architecture(model)
+    if expected is not None and expected != found:
+        raise ValueError(
+            f"{path} holds an OpenAI-format CLIP ({found}) but clip_model={model_name!r} is a {expected}; "
+            f"pass the matching model name, or clip_model=None to take the architecture from the file"
+        )
+
+
+def _activation_name(model: nn.Module) -> str:
+    """The MLP activation of the first vision block: ``"quick_gelu"``, ``"gelu"``, ..."""
+    from open_clip.transformer import QuickGELU
+
+    blocks = getattr(getattr(getattr(model, "visual", None), "transformer", None), "resblocks", None)
+    act = getattr(getattr(blocks[0], "mlp", None), "gelu", None) if blocks else None
+    if isinstance(act, QuickGELU):
+        return "quick_gelu"
+    if isinstance(act, nn.GELU):
+        return "gelu" if act.approximate == "none" else f"gelu_{act.approximate}"
+    return type(act).__name__ if act is not None else "unknown"
+
+
+def _load_local_weights(model_name: Optional[str], path: str, weights_format: str) -> Tuple[nn.Module, str]:
+    """Build a local weights file as :func:`_weights_file_format` decides."""
+    import open_clip
+
+    fmt = _weights_file_format(path, model_name, weights_format)
+    logger.info("%s: %s; %s", path, fmt.reason, "QuickGELU" if fmt.quick_gelu else "GELU")
+    if fmt.openai:
+        # Same builder as open_clip's `openai` tag: architecture read from the weights,
+        # QuickGELU, LayerNorm eps 1e-5. Like OpenAI's own `build_model` it rounds the
+        # linear/attention weights to float16 (OpenAI's releases are float16 already).
+        model = open_clip.load_openai_model(path, precision="fp32", device="cpu")
+        if model_name not in (None, "openai"):
+            _check_openai_architecture(path, model_name, model)
+        return model, model_name or os.path.basename(path)
+    if model_name is None:
+        raise ValueError("clip_model is required for an open_clip-format checkpoint")
+    model = open_clip.create_model(model_name, pretrained=path, precision="fp32", device="cpu",
+                                   force_quick_gelu=fmt.quick_gelu)
+    return model, model_name
+
+
 def _load_open_clip_model(
     model_name: Optional[str],
     pretrained: Optional[str],
@@ -100,18 +356,7 @@ def _load_open_clip_model(
         model_name = model_name.replace("/", "-")
 
     if pretrained is not None and os.path.isfile(pretrained):
-        openai_format = weights_format == "openai" or (
-            weights_format == "auto" and (model_name in (None, "openai") or _is_torchscript(pretrained))
-        )
-        if openai_format:
-            # Same builder as open_clip's `openai` tag: architecture read from the weights,
-            # QuickGELU, LayerNorm eps 1e-5.
-            model = open_clip.load_openai_model(pretrained, precision="fp32", device="cpu")
-            return model, model_name or os.path.basename(pretrained)
-        if model_name is None:
-            raise ValueError("clip_model is required for an open_clip-format checkpoint")
-        model = open_clip.create_model(model_name, pretrained=pretrained, precision="fp32", device="cpu")
-        return model, model_name
+        return _load_local_weights(model_name, pretrained, weights_format)
 
     if pretrained is not None and (os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))):
         raise WeightsNotFoundError(f"CLIP weights file not found: {pretrained}")
@@ -236,11 +481,19 @@ class CLIPBackbone(nn.Module):
                 ``pretrained`` is a local OpenAI-format file (architecture read from it).
             pretrained: an open_clip tag (``"openai"``, ``"laion2b_s34b_b88k"``...), a local
                 checkpoint path, or None for random weights (tests).
-            weights_format: ``"auto"`` (TorchScript archives and ``clip_model`` None/"openai"
-                load with the OpenAI builder, other files with open_clip's loader for the
-                named architecture), ``"openai"`` or ``"open_clip"`` to force one.
+            weights_format: how a local file is built. ``"auto"`` decides from the file:
+                TorchScript archives and state dicts with OpenAI's ``input_resolution`` /
+                ``context_length`` / ``vocab_size`` entries are OpenAI CLIP and load like
+                ``pretrained="openai"`` (QuickGELU, architecture from the file; a
+                ``clip_model`` naming another architecture is an error), as does any file
+                with ``clip_model`` None. Other files load with open_clip's loader for the
+                named architecture: QuickGELU when its config asks for it (``-quickgelu``
+                names) or the file's SHA256 is that of a QuickGELU release open_clip knows,
+                otherwise GELU, with one logged warning since nothing in such a file tells
+                the two apart. ``"openai"`` / ``"open_clip"`` force the OpenAI builder / the
+                named config as is. :attr:`activation` tells which activation was built.
         """
-        if weights_format not in ("auto", "openai", "open_clip"):
+        if weights_format not in WEIGHTS_FORMATS:
             raise ValueError(f"weights_format must be auto, openai or open_clip, got {weights_format!r}")
         model, name = _load_open_clip_model(clip_model, pretrained, weights_format)
         backbone = cls(model, pos_interp=pos_interp, name=name, pretrained=pretrained)
@@ -404,8 +657,13 @@ class CLIPBackbone(nn.Module):
         proj = m.text_projection
         return proj(x) if isinstance(proj, nn.Linear) else x @ proj
 
+    @property
+    def activation(self) -> str:
+        """The vision MLP activation built: ``"quick_gelu"`` (OpenAI CLIP) or ``"gelu"``."""
+        return _activation_name(self.model)
+
     def __repr__(self) -> str:  # keep printing a segmenter short
-        return (f"CLIPBackbone(name={self.name!r}, pretrained={self.pretrained!r}, patch={self.patch_size}, "
-                f"grid={self.native_grid}, pos_interp={self.pos_interp!r})")
+        return (f"CLIPBackbone(name={self.name!r}, pretrained={self.pretrained!r}, act={self.activation!r}, "
+                f"patch={self.patch_size}, grid={self.native_grid}, pos_interp={self.pos_interp!r})")
 
 

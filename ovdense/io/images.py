@@ -2,7 +2,8 @@
 
 Files are decoded with OpenCV exactly as mmcv's ``imread(..., 'color')`` does in the
 reference benchmarks (grey and RGBA become 3-channel, 16-bit is reduced to 8-bit, EXIF
-orientation applied), then swapped to RGB.
+orientation applied), then swapped to RGB. PIL images get the same EXIF rotation, so a
+photo gives the same array whether passed as a path or as ``Image.open(path)``.
 """
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import os
 from typing import Union
 
 import numpy as np
+
+FLOAT_DTYPES = (np.float16, np.float32, np.float64)
+EXIF_ORIENTATION = 0x0112  # the EXIF tag ImageOps.exif_transpose reads
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2")
 
@@ -34,6 +38,16 @@ def _from_file(path: str) -> np.ndarray:
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
+def _float_to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
+    """A float image in [0, 1] (float16, float32 or float64) as uint8, rounded."""
+    if not np.isfinite(arr).all():
+        raise ImageLoadError(f"{name}: float image contains NaN or inf")
+    arr = arr.astype(np.float32, copy=False) if arr.dtype == np.float16 else arr
+    if arr.min() < 0 or arr.max() > 1:
+        raise ImageLoadError(f"{name}: float images must lie in [0, 1]")
+    return np.round(arr * 255).astype(np.uint8)
+
+
 def _from_array(arr: np.ndarray, bgr: bool, name: str) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -43,10 +57,8 @@ def _from_array(arr: np.ndarray, bgr: bool, name: str) -> np.ndarray:
         raise ImageLoadError(f"{name}: empty image of shape {arr.shape}")
     if arr.dtype == np.uint16:
         arr = (arr >> 8).astype(np.uint8)
-    elif arr.dtype in (np.float32, np.float64):
-        if arr.min() < 0 or arr.max() > 1:
-            raise ImageLoadError(f"{name}: float images must lie in [0, 1]")
-        arr = np.round(arr * 255).astype(np.uint8)
+    elif arr.dtype in FLOAT_DTYPES:
+        arr = _float_to_uint8(arr, name)
     elif arr.dtype != np.uint8:
         raise ImageLoadError(f"{name}: unsupported dtype {arr.dtype} (use uint8)")
     if arr.shape[2] == 1:
@@ -57,13 +69,37 @@ def _from_array(arr: np.ndarray, bgr: bool, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def _exif_upright(image: "PIL.Image.Image") -> "PIL.Image.Image":  # noqa: F821
+    """``image`` turned as its EXIF orientation tag says (what OpenCV does for files);
+    the image itself when it has no such tag. Works for every mode, 16-bit included."""
+    from PIL import ImageOps
+
+    if image.getexif().get(EXIF_ORIENTATION, 1) in (None, 1):
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def _from_pil(image: "PIL.Image.Image") -> np.ndarray:  # noqa: F821
+    image = _exif_upright(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(image).astype(np.uint32)
+        return _from_array((np.clip(arr, 0, 65535).astype(np.uint16)), False, "PIL image")
+    return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+
+
 def load_image(image: ImageInput, bgr: bool = False) -> np.ndarray:
     """Return ``(H, W, 3)`` uint8 RGB.
 
     Args:
         image: a file path, a PIL image, or a numpy array (HxW, HxWx3 or HxWx4; uint8,
-            uint16, or float in [0, 1]). Arrays are taken as RGB unless ``bgr=True``
-            (OpenCV / cv_bridge users).
+            uint16, or float16/32/64 in [0, 1]). Arrays are taken as RGB unless
+            ``bgr=True`` (OpenCV / cv_bridge users). Files (as OpenCV applies it) and
+            PIL images are turned upright by their EXIF orientation; arrays are taken
+            as they are.
+
+    Raises:
+        ImageLoadError: one line naming the input and the problem (missing or corrupt
+            file, unsupported shape or dtype, float values outside [0, 1], NaN or inf).
     """
     if isinstance(image, (str, os.PathLike)):
         return _from_file(os.fspath(image))
@@ -74,8 +110,5 @@ def load_image(image: ImageInput, bgr: bool = False) -> np.ndarray:
     except ImportError:  # pragma: no cover - Pillow is a dependency
         Image = None
     if Image is not None and isinstance(image, Image.Image):
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(image).astype(np.uint32)
-            return _from_array((np.clip(arr, 0, 65535).astype(np.uint16)), False, "PIL image")
-        return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+        return _from_pil(image)
     raise ImageLoadError(f"unsupported image input of type {type(image).__name__}")
