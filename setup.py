@@ -2,7 +2,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="ovdense",
-    version="0.1.0",
+    version="0.2.0",
     description="Open-vocabulary dense prediction with training-free CLIP heads, SAM masks and DINO affinities",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -21,5 +21,5 @@ setup(
         "tqdm",
     ],
     extras_require={"test": ["pytest>=7"]},
-    entry_points={"console_scripts": ["ovdense=ovdense.cli:main"]},
+    entry_points={"console_scripts": ["ovdense=ovdense.cli.main:main"]},
 )

@@ -1,24 +1,31 @@
 """mmengine Python configs -> :class:`OVSegmenter`.
 
-A config has three parts (see ``configs/``)::
+A config is the segmenter's constructor, one section per stage (see ``configs/``)::
 
-    model = dict(clip_model='ViT-B-16', pretrained='openai', head=dict(type='naclip'))
-    protocol = dict(short_side=336, slide_crop=224, slide_stride=112, logit_scale=40.0, ...)
-    classes = dict(names='names/cls_voc21.txt', background='first')  # relative to the config
+    backbone = dict(clip_model='ViT-B-16', pretrained='openai', pos_interp='scale_factor')
+    head = dict(type='naclip', gaussian_std=5.0)
+    preprocess = dict(short_side=336)
+    windows = dict(crop=224, stride=112, pad_to=0)
+    text_encoder = dict(templates='openai80')
+    refiners = [dict(type='pamr', steps=10, dilations=(8, 16))]
+    decode = dict(logit_scale=40.0, background_threshold=0.0, renormalize=True)
+    runtime = dict(batch_size=16)                                    # OVSegmenter's own options
+    classes = dict(names='../names/cls_voc21.txt', background='first')  # relative to the config
     dataset_type = 'voc21'                                           # optional, for evaluation
 
-mmengine is used only to parse, merge (``_base_``) and dump configs.
+Every section except ``classes``/``dataset_type``/``dataset`` is a keyword argument of
+:class:`OVSegmenter` and goes to one stage's constructor, which rejects unknown keys.
+mmengine is used to parse, merge (``_base_``) and dump configs.
 """
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any, Dict, Mapping, Optional, Union
 
-MODEL_KEYS = ("clip_model", "pretrained", "head", "weights_format", "pos_interp")
-PROTOCOL_KEYS = ("short_side", "image_scale", "slide_crop", "slide_stride", "pad_to", "logit_scale",
-                 "background_threshold", "area_threshold", "renormalize", "pamr_steps", "pamr_dilations",
-                 "templates", "mean", "std")
-RUNTIME_KEYS = ("device", "dtype", "batch_size", "text_cache_dir", "backbone")
+#: Top-level entries that describe data, not the segmenter.
+DATA_SECTIONS = ("classes", "dataset_type", "dataset")
+_OLD_SECTIONS = ("model", "protocol")
 
 
 def load_config(config: Union[str, os.PathLike, Mapping[str, Any]]):
@@ -47,19 +54,40 @@ def resolve_names_path(names: Any, cfg) -> Any:
     return names
 
 
+def _plain(value: Any) -> Any:
+    """mmengine ConfigDicts -> dicts, recursively (lists of dicts too)."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
 def segmenter_kwargs(cfg) -> Dict[str, Any]:
-    """The OVSegmenter keyword arguments a config describes."""
+    """The OVSegmenter keyword arguments a config describes (``runtime`` flattened in)."""
+    from .predictor import OVSegmenter
+
+    params = set(inspect.signature(OVSegmenter.__init__).parameters) - {"self"}
     kwargs: Dict[str, Any] = {}
-    for section, keys in (("model", MODEL_KEYS), ("protocol", PROTOCOL_KEYS), ("runtime", RUNTIME_KEYS)):
-        part = cfg.get(section) or {}
-        unknown = set(part) - set(keys)
-        if unknown:
-            raise KeyError(f"unknown keys in config section {section!r}: {sorted(unknown)}")
-        for key, value in part.items():
-            kwargs[key] = value.to_dict() if hasattr(value, "to_dict") else value
-    for key in ("pamr_dilations", "image_scale", "mean", "std"):
-        if isinstance(kwargs.get(key), list):
-            kwargs[key] = tuple(kwargs[key])
+    where = getattr(cfg, "filename", None) or "config"
+    for key in cfg.keys():
+        if key.startswith("_") or key in DATA_SECTIONS:
+            continue
+        value = _plain(cfg[key])
+        if key in _OLD_SECTIONS:
+            raise KeyError(f"{where}: section {key!r} is the 0.1 config layout; configs now have one section per "
+                           f"stage (backbone, head, preprocess, windows, refiners, decode, text_encoder, runtime): see "
+                           f"configs/README.md")
+        if key == "runtime":
+            unknown = set(value) - params
+            if unknown:
+                raise KeyError(f"{where}: unknown keys in section 'runtime': {sorted(unknown)}")
+            kwargs.update(value)
+        elif key in params:
+            kwargs[key] = value
+        else:
+            raise KeyError(f"{where}: unknown config section {key!r}; sections are "
+                           f"{sorted(params | {'runtime'} | set(DATA_SECTIONS))}")
     return kwargs
 
 
@@ -67,7 +95,8 @@ def segmenter_from_config(config, classes: Optional[Any] = None, background: Opt
                           **overrides: Any):
     """Build an OVSegmenter from a config, apply keyword overrides, and set the config's classes.
 
-    ``classes``/``background`` override the config's ``classes`` section.
+    ``overrides`` replace whole sections or runtime options (``decode=dict(...)``,
+    ``device='cpu'``); ``classes``/``background`` override the config's ``classes`` section.
     """
     from .predictor import OVSegmenter
 

@@ -1,9 +1,23 @@
-"""The open-vocabulary segmenter: windows, dense features, logits, refinement, decoding.
+"""The open-vocabulary segmenter: a facade that builds the stages and runs them in order.
 
-Data flows one way (design.md): an image is resized and normalised once, its windows run
-through the CLIP prefix and the head in batches, and the normalised dense features are
-kept in an :class:`ImageFeatures`; a vocabulary turns them into logits without touching
-the backbone again.
+    image (uint8) -> Preprocessor -> SlidingWindows -> CLIP prefix -> head (+ auxiliary
+    features of the uint8 windows) -> DenseFeatures -> logits vs the text of an
+    EncodedVocabulary -> refiners -> Decoder -> SegmentationResult
+
+Each stage is its own object built from one config section (``preprocess``, ``windows``,
+``backbone``, ``head``, ``features``, ``refiners``, ``decode``, ``text_encoder``). The dense
+features of an image (:class:`ImageFeatures`) do not depend on the vocabulary, so one
+encoding serves any number of vocabularies.
+
+Full-resolution output is produced in horizontal bands (``max_chunk_mb``): logits are
+resized from the model's resolution band by band, refined with the rows of context each
+refiner declares (``Refiner.halo_rows``), decoded, and written into the label map. Peak
+memory is bounded by the setting, not by the image's size, and the labels equal those of
+a single band.
+
+Threads: a segmenter may be shared by threads. Its default vocabulary (``set_classes``)
+is shared state, replaced atomically; a thread that needs its own classes encodes them
+once (``encode_vocabulary``) and passes them per call (``predict(..., vocabulary=enc)``).
 """
 from __future__ import annotations
 
@@ -15,46 +29,26 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbones.clip import CLIPBackbone
+from .decode import Decoder
 from .heads import Head, build_head
 from .io.images import ImageInput, load_image
-from .postprocess import decode
-from .refine.pamr import pamr
-from .text import TextEmbedder, Vocabulary, build_vocabulary, default_cache_dir, resolve_templates
-from .types import SegmentationResult
-from .windows import Box, centred_padding, crop_windows, stitch, window_boxes
+from .ops.bilinear import resize_rows
+from .ops.windows import Box, SlidingWindows, crop_windows, stitch
+from .preprocess import Preprocessor
+from .registry import FEATURES, REFINERS, build, names
+from .runtime import resolve_device, resolve_dtype, synchronize
+from .structures import DenseFeatures, EncodedVocabulary, SegmentationResult
+from .text import TextEmbedder, Vocabulary, build_vocabulary
 
-#: CLIP's normalisation on 0-255 RGB, as in the reference methods' data preprocessors.
-CLIP_MEAN = (122.771, 116.746, 104.094)
-CLIP_STD = (68.501, 66.632, 70.323)
+#: What ``backbone=None`` loads.
+DEFAULT_BACKBONE = dict(clip_model="ViT-B-16", pretrained="openai")
+RESOLUTIONS = ("input", "model")
 
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-
-
-def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: Union[str, torch.dtype, None], device: torch.device) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype is None or dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    try:
-        return _DTYPES[dtype]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use fp32, fp16, bf16 or auto") from None
-
-
-def rescale_size(height: int, width: int, scale: Tuple[int, int]) -> Tuple[int, int]:
-    """mmcv ``imrescale`` size: factor ``min(max(scale)/long, min(scale)/short)``, rounded half up."""
-    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
-    return int(height * factor + 0.5), int(width * factor + 0.5)
+VocabularyInput = Union[str, os.PathLike, Sequence[Union[str, Sequence[str]]], Vocabulary]
 
 
 @dataclass
@@ -65,11 +59,13 @@ class ImageFeatures:
         features: ``[n_windows, D, h, w]`` L2-normalised patch features (float32).
         boxes: window boxes ``(y1, y2, x1, x2)`` in the resized image.
         pad: ``(left, right, top, bottom)`` zero padding applied to every window.
-        resized_size: size of the resized image the windows tile.
-        original_size: size of the input image; logits are returned at this size.
+        resized_size: size of the resized image the windows tile (the model's resolution).
+        original_size: size of the input image; results are returned at this size by default.
         whole: True for a single whole-image pass (logits go from the patch grid straight
-            to ``original_size``, as the references' ``forward_feature(img, ori_shape)``).
-        guide: ``[3, H', W']`` normalised resized image (PAMR's guide).
+            to the output size, as the references' ``forward_feature(img, ori_shape)``).
+        guide: ``[3, H', W']`` normalised resized image (the refiners' guide).
+        extras: the head's per-window extras (``DenseFeatures.extras``).
+        aux: the auxiliary providers' per-window outputs, by provider name.
         image: the uint8 RGB input, when it was loaded here.
     """
 
@@ -80,6 +76,8 @@ class ImageFeatures:
     original_size: Tuple[int, int]
     whole: bool
     guide: torch.Tensor
+    extras: Dict[str, torch.Tensor] = field(default_factory=dict)
+    aux: Dict[str, torch.Tensor] = field(default_factory=dict)
     image: Optional[np.ndarray] = None
     path: Optional[str] = None
     timings: Dict[str, float] = field(default_factory=dict)
@@ -92,121 +90,120 @@ class ImageFeatures:
         return (y2 - y1 + top + bottom, x2 - x1 + left + right)
 
 
+def _check_resolution(resolution: str) -> None:
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
+
+
+def _section(spec: Any, cls: type, name: str) -> Any:
+    """A stage object from its config section: None (defaults), a dict of kwargs, or the object."""
+    if spec is None:
+        return cls()
+    if isinstance(spec, cls):
+        return spec
+    if isinstance(spec, Mapping):
+        try:
+            return cls(**{k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in spec.items()})
+        except TypeError as err:
+            raise TypeError(f"config section {name!r}: {err}") from None
+    raise TypeError(f"config section {name!r} must be a dict or a {cls.__name__}, got {type(spec).__name__}")
+
+
 class OVSegmenter:
-    """Open-vocabulary semantic segmentation with a training-free CLIP head.
+    """Open-vocabulary semantic segmentation: CLIP dense features scored against text.
 
     Build once, set the classes once, predict many times::
 
-        seg = OVSegmenter(clip_model="ViT-B-16", pretrained="openai", head="naclip",
-                          short_side=336, slide_crop=224, slide_stride=112, pamr_steps=10)
-        seg.set_classes("configs/names/cls_voc21.txt", background="first")
+        seg = OVSegmenter(backbone=dict(clip_model="ViT-B-16", pretrained="openai"), head="naclip",
+                          preprocess=dict(short_side=336), windows=dict(crop=224, stride=112),
+                          refiners=[dict(type="pamr", steps=10, dilations=(8, 16))],
+                          decode=dict(logit_scale=40.0, renormalize=True))
+        seg.set_classes("cls_voc21.txt", background="first")
         res = seg.predict("image.jpg")          # SegmentationResult(label_map, class_names, ...)
 
-    Args:
-        clip_model: open_clip model name, model-config ``.json`` path, or None for a local
-            OpenAI-format file (see :meth:`CLIPBackbone.load`).
-        pretrained: open_clip tag, local checkpoint path, or None (random weights).
+    Args (each section is the keyword arguments of one stage's constructor):
+        backbone: a :class:`CLIPBackbone`, or :meth:`CLIPBackbone.load` kwargs
+            (``clip_model``, ``pretrained``, ``weights_format``, ``pos_interp``); default
+            OpenAI ViT-B/16. A given backbone is moved to ``device``/``dtype`` in place.
         head: head name (``ovdense.list_heads()``), ``dict(type=name, **kwargs)`` or a Head.
-        backbone: an already built :class:`CLIPBackbone` (then clip_model/pretrained are unused);
-            it is moved to ``device``/``dtype`` in place, so segmenters sharing it share those.
-        weights_format: ``"auto"``, ``"openai"`` or ``"open_clip"`` for local checkpoints.
-        pos_interp: ``"scale_factor"`` (SCLIP/NACLIP/ClearCLIP call) or ``"size"`` (MaskCLIP);
-            a given ``backbone`` keeps its own.
-        short_side: resize so the short side is this long (mmcv ``Resize(scale=(2048, S),
-            keep_ratio=True)``); None keeps the input size. ``image_scale`` gives the full
-            mmcv ``(long, short)`` pair instead (e.g. ``(520, 520)``: long side 520).
-        slide_crop, slide_stride: sliding window in pixels of the resized image; a crop of 0
-            runs one pass over the whole image.
-        pad_to: zero-pad each window, centred, to a multiple of this (ClearCLIP: the patch
-            size; 0 = none, the patch embedding floors leftover pixels as SCLIP/NACLIP).
-        logit_scale: temperature of the softmax over queries.
-        background_threshold: pixels whose max class probability is below it get class 0.
-        area_threshold: SCLIP's area rule (None = off).
-        renormalize: divide probabilities by their sum after the synonym max (NACLIP).
-        pamr_steps, pamr_dilations: PAMR refinement of the logits (0 = off).
-        templates: ``"openai80"``, ``"simple"``, ``"none"`` or a list of patterns.
-        text_cache_dir: disk cache of text embeddings (default ``~/.cache/ovdense``; ``""``
-            keeps it in memory only).
+        preprocess: :class:`~ovdense.preprocess.Preprocessor` kwargs (``short_side``,
+            ``image_scale``, ``mean``, ``std``; mean/std follow the weights by default).
+        windows: :class:`~ovdense.ops.windows.SlidingWindows` kwargs (``crop``, ``stride``, ``pad_to``).
+        features: auxiliary feature providers by name, ``{name: dict(type=..., ...)}``
+            (``ovdense.registry.FEATURES``); a head reads those in its ``requires``.
+        refiners: list of refiner specs run in order (``dict(type="pamr", steps=10)``).
+        decode: :class:`~ovdense.decode.Decoder` kwargs (``logit_scale``,
+            ``background_threshold``, ``area_threshold``, ``renormalize``).
+        text_encoder: :class:`~ovdense.text.TextEmbedder` kwargs (``templates``, ``cache_dir``:
+            default ``~/.cache/ovdense``, ``""`` keeps embeddings in memory only).
         batch_size: windows per forward pass (windows of several images share batches).
-        compile: wrap the backbone-and-head forward in ``torch.compile`` (True, or a
-            torch.compile backend name such as ``"inductor"``); shapes vary with image sizes,
-            so it is meant for fixed-size windows on GPU (on the 2-core development CPU the
-            inductor build of the ViT-B/16 forward was about 20% slower than eager, after a
-            36 s compile).
-        mean, std: normalisation on 0-255 RGB (CLIP's by default).
+        max_chunk_mb: about how much memory the full-resolution output stage may use per
+            band (logits of every query over the band and its refiners' context rows).
+        compile: wrap the window forward in ``torch.compile`` (True or a backend name); on
+            the 2-core development CPU inductor was about 20% slower than eager.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"``...
-        dtype: ``"fp32"``, ``"fp16"``, ``"bf16"`` or ``"auto"`` (fp16 on CUDA); softmaxes,
-            logits and PAMR always run in fp32.
+        dtype: ``"fp32"``, ``"fp16"``, ``"bf16"`` or ``"auto"`` (fp16 on CUDA); logits,
+            refiners and decoding always run in fp32.
     """
 
     def __init__(
         self,
-        clip_model: Optional[str] = "ViT-B-16",
-        pretrained: Optional[str] = "openai",
+        backbone: Union[CLIPBackbone, Mapping[str, Any], None] = None,
         head: Union[str, Mapping[str, Any], Head] = "sclip",
         *,
-        backbone: Optional[CLIPBackbone] = None,
-        weights_format: str = "auto",
-        pos_interp: str = "scale_factor",
-        short_side: Optional[int] = 336,
-        image_scale: Optional[Tuple[int, int]] = None,
-        slide_crop: int = 224,
-        slide_stride: int = 112,
-        pad_to: int = 0,
-        logit_scale: float = 40.0,
-        background_threshold: float = 0.0,
-        area_threshold: Optional[float] = None,
-        renormalize: bool = False,
-        pamr_steps: int = 0,
-        pamr_dilations: Sequence[int] = (8, 16),
-        templates: Union[str, Sequence[str], None] = "openai80",
-        text_cache_dir: Optional[str] = None,
+        preprocess: Union[Mapping[str, Any], Preprocessor, None] = None,
+        windows: Union[Mapping[str, Any], SlidingWindows, None] = None,
+        features: Optional[Mapping[str, Any]] = None,
+        refiners: Sequence[Any] = (),
+        decode: Union[Mapping[str, Any], Decoder, None] = None,
+        text_encoder: Optional[Mapping[str, Any]] = None,
         batch_size: int = 16,
+        max_chunk_mb: float = 512,
         compile: Union[bool, str] = False,
-        mean: Sequence[float] = CLIP_MEAN,
-        std: Sequence[float] = CLIP_STD,
         device: Union[str, torch.device, None] = "auto",
         dtype: Union[str, torch.dtype, None] = "fp32",
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        if backbone is None:
-            backbone = CLIPBackbone.load(clip_model, pretrained, weights_format=weights_format,
-                                         pos_interp=pos_interp, device=self.device, dtype=self.dtype)
-        else:
+        if isinstance(backbone, CLIPBackbone):
             backbone = backbone.to(device=self.device, dtype=self.dtype)
-        self.backbone = backbone
+        else:
+            spec = dict(DEFAULT_BACKBONE if backbone is None else backbone)
+            try:
+                backbone = CLIPBackbone.load(**spec, device=self.device, dtype=self.dtype)
+            except TypeError as err:
+                raise TypeError(f"config section 'backbone': {err}") from None
+        self.backbone: CLIPBackbone = backbone
         self.head: Head = build_head(head).to(self.device).eval()
-        if short_side is not None and image_scale is not None:
-            raise ValueError("give short_side or image_scale, not both")
-        self.image_scale: Optional[Tuple[int, int]] = (
-            tuple(image_scale) if image_scale is not None else (None if short_side is None else (2048, int(short_side)))
-        )
-        if slide_crop < 0 or (slide_crop > 0 and slide_stride <= 0):
-            raise ValueError("slide_crop must be >= 0 and slide_stride > 0")
-        self.slide_crop = int(slide_crop)
-        self.slide_stride = int(slide_stride)
-        self.pad_to = int(pad_to)
-        self.logit_scale = float(logit_scale)
-        self.background_threshold = float(background_threshold)
-        self.area_threshold = None if area_threshold is None else float(area_threshold)
-        self.renormalize = bool(renormalize)
-        self.pamr_steps = int(pamr_steps)
-        self.pamr_dilations = tuple(int(d) for d in pamr_dilations)
-        self.batch_size = max(1, int(batch_size))
-        self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(3, 1, 1)
-        self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(3, 1, 1)
-        cache = default_cache_dir() if text_cache_dir is None else text_cache_dir
-        self.text = TextEmbedder(backbone, resolve_templates(templates), cache_dir=cache or None)
-        self.vocabulary: Optional[Vocabulary] = None
-        self._text_features: Optional[torch.Tensor] = None
-        self._query_to_class: Optional[torch.Tensor] = None
-        self._lock = threading.RLock()
-        self._forward = self._tokens
+        self.preprocessor: Preprocessor = _section(preprocess, Preprocessor, "preprocess").with_weights(backbone.model)
+        self.windows: SlidingWindows = _section(windows, SlidingWindows, "windows")
+        self.decoder: Decoder = _section(decode, Decoder, "decode")
+        self.features = nn.ModuleDict({name: build(FEATURES, spec) for name, spec in (features or {}).items()})
+        self.features.to(self.device).eval()
+        self._check_requirements(self.head)
+        self.refiners = nn.ModuleList([build(REFINERS, spec) for spec in refiners]).to(self.device).eval()
+        try:
+            self.text = TextEmbedder(backbone, **dict(text_encoder or {}))
+        except TypeError as err:
+            raise TypeError(f"config section 'text_encoder': {err}") from None
+        if batch_size < 1 or max_chunk_mb <= 0:
+            raise ValueError("batch_size must be >= 1 and max_chunk_mb > 0")
+        self.batch_size = int(batch_size)
+        self.max_chunk_mb = float(max_chunk_mb)
+        self._default: Optional[EncodedVocabulary] = None
+        self._lock = threading.Lock()
+        self._forward = self._window_forward
         if compile:
             backend = compile if isinstance(compile, str) else "inductor"
-            self._forward = torch.compile(self._tokens, backend=backend, dynamic=None)
+            self._forward = torch.compile(self._window_forward, backend=backend, dynamic=None)
         self.config: Optional[Dict[str, Any]] = None  # filled by from_config
+
+    def _check_requirements(self, head: Head) -> None:
+        missing = [name for name in head.requires if name not in self.features]
+        if missing:
+            raise ValueError(f"head {type(head).__name__} needs the feature provider(s) {missing}: "
+                             f"add features=dict({missing[0]}=dict(type=...)) (available types: "
+                             f"{', '.join(names(FEATURES)) or 'none'})")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -217,13 +214,13 @@ class OVSegmenter:
         return segmenter_from_config(config, **overrides)
 
     # ------------------------------------------------------------------ vocabulary
-    def set_classes(
+    def encode_vocabulary(
         self,
-        classes: Union[str, os.PathLike, Sequence[Union[str, Sequence[str]]], Vocabulary],
+        classes: Union[VocabularyInput, EncodedVocabulary],
         background: Optional[Union[str, Sequence[str]]] = None,
         embeddings: Optional[Union[torch.Tensor, np.ndarray]] = None,
-    ) -> Vocabulary:
-        """Set the vocabulary; returns it.
+    ) -> EncodedVocabulary:
+        """Encode classes into an :class:`EncodedVocabulary` (a value: pass it to ``predict``).
 
         Args:
             classes: a name file (one class per line, synonyms separated by ``", "`` or
@@ -233,6 +230,8 @@ class OVSegmenter:
             embeddings: optional precomputed ``[Q, D]`` text embeddings, one row per query
                 (per class when there are no synonyms); skips the text encoder.
         """
+        if isinstance(classes, EncodedVocabulary):
+            return classes.to(self.device)
         vocab = classes if isinstance(classes, Vocabulary) else build_vocabulary(classes, background)
         if embeddings is not None:
             emb = torch.as_tensor(np.asarray(embeddings) if not isinstance(embeddings, torch.Tensor) else embeddings)
@@ -243,222 +242,307 @@ class OVSegmenter:
             text = F.normalize(emb.float(), dim=-1)
         else:
             text = self.text(vocab.queries)
+        return EncodedVocabulary(vocab, text.to(self.device))
+
+    def set_classes(
+        self,
+        classes: Union[VocabularyInput, EncodedVocabulary],
+        background: Optional[Union[str, Sequence[str]]] = None,
+        embeddings: Optional[Union[torch.Tensor, np.ndarray]] = None,
+    ) -> Vocabulary:
+        """Encode classes (see :meth:`encode_vocabulary`) and make them the default of every call."""
+        encoded = self.encode_vocabulary(classes, background, embeddings)
         with self._lock:
-            self.vocabulary = vocab
-            self._text_features = text.to(self.device)
-            self._query_to_class = torch.tensor(vocab.query_to_class, device=self.device)
-        return vocab
+            self._default = encoded
+        return encoded.vocabulary
+
+    @property
+    def encoded_vocabulary(self) -> Optional[EncodedVocabulary]:
+        """The default vocabulary with its embeddings (None until ``set_classes``)."""
+        return self._default
+
+    @property
+    def vocabulary(self) -> Optional[Vocabulary]:
+        return self._default.vocabulary if self._default is not None else None
 
     @property
     def class_names(self) -> List[str]:
         return list(self.vocabulary.class_names) if self.vocabulary else []
 
+    def _resolve_vocabulary(self, vocabulary: Optional[Union[EncodedVocabulary, VocabularyInput]]) -> EncodedVocabulary:
+        if vocabulary is None:
+            encoded = self._default
+            if encoded is None:
+                raise RuntimeError("no classes set: call set_classes(...) or pass vocabulary=... to predict")
+            return encoded
+        return self.encode_vocabulary(vocabulary)
+
     # ------------------------------------------------------------------ image side
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """uint8 RGB ``(H, W, 3)`` -> resized, normalised ``[3, H', W']`` float32 on the device."""
-        import cv2
+        return self.preprocessor(image, self.device)[1]
 
-        h, w = image.shape[:2]
-        if self.image_scale is not None:
-            nh, nw = rescale_size(h, w, self.image_scale)
-            if (nh, nw) != (h, w):
-                image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float()
-        return (x - self._mean) / self._std
-
-    def _tokens(self, crops: torch.Tensor) -> torch.Tensor:
-        """Projected patch tokens ``[B, h*w, D]`` of normalised crops (backbone prefix + head)."""
-        view = self.backbone.prefix(crops)
-        return self.backbone.project(self.head(view, self.backbone)[:, 1:])
-
-    @staticmethod
-    def _feature_map(tokens: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
-        feats = F.normalize(tokens.float(), dim=-1)
-        return feats.reshape(feats.shape[0], grid[0], grid[1], -1).permute(0, 3, 1, 2)
+    def _window_forward(self, crops: torch.Tensor, aux: Mapping[str, torch.Tensor]) -> DenseFeatures:
+        """CLIP prefix + head on normalised crops ``[B, 3, H, W]``."""
+        return self.head(self.backbone.prefix(crops), self.backbone, aux)
 
     @torch.no_grad()
-    def dense_features(self, crops: torch.Tensor) -> torch.Tensor:
-        """L2-normalised dense features ``[B, D, h, w]`` (float32) of normalised crops ``[B, 3, H, W]``."""
+    def dense_features(self, crops: torch.Tensor, raw: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """L2-normalised dense features ``[B, D, h, w]`` (float32) of normalised crops ``[B, 3, H, W]``.
+
+        ``raw``: the same crops as uint8, for heads that need auxiliary features.
+        """
         crops = crops.to(self.device)
-        return self._feature_map(self._forward(crops), self.backbone.grid_for(tuple(crops.shape[-2:])))
+        return self._forward(crops, self._aux(raw, self.head)).features
+
+    def _aux(self, raw: Optional[torch.Tensor], *heads: Head) -> Dict[str, torch.Tensor]:
+        """Run the providers the heads need, once, on the uint8 windows."""
+        needed = sorted({name for head in heads for name in head.requires})
+        if not needed:
+            return {}
+        if raw is None:
+            raise ValueError(f"the head needs auxiliary features {needed}, computed from the uint8 image: "
+                             f"use predict/encode_images (not pre-normalised tensors)")
+        return {name: self.features[name](raw.to(self.device)) for name in needed}
 
     @torch.no_grad()
-    def dense_features_per_head(self, crops: torch.Tensor, heads: Mapping[str, Head]) -> Dict[str, torch.Tensor]:
-        """Dense features of several heads; the CLIP prefix (all blocks but the last) runs once."""
-        view = self.backbone.prefix(crops.to(self.device))
-        return {name: self._feature_map(self.backbone.project(head(view, self.backbone)[:, 1:]), view.grid)
-                for name, head in heads.items()}
-
-    def _windows(self, size: Tuple[int, int]) -> Tuple[List[Box], Tuple[int, int, int, int], bool]:
-        whole = self.slide_crop <= 0
-        boxes = window_boxes(size[0], size[1], self.slide_crop, self.slide_stride)
-        y1, y2, x1, x2 = boxes[0]
-        pad = (0, 0, 0, 0) if whole else centred_padding(y2 - y1, x2 - x1, self.pad_to)
-        return boxes, pad, whole
-
-    @torch.no_grad()
-    def encode_images(self, images: Sequence[ImageInput], bgr: bool = False) -> List[ImageFeatures]:
+    def encode_images(self, images: Sequence[ImageInput], bgr: bool = False,
+                      heads: Optional[Mapping[str, Head]] = None) -> List[Any]:
         """Dense features of several images; their windows share forward batches."""
         loaded = []
         for image in images:
             t0 = time.perf_counter()
             path = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
             rgb = load_image(image, bgr=bgr)
-            guide = self.preprocess(rgb)
-            loaded.append((guide, rgb, path, (time.perf_counter() - t0) * 1e3))
-        feats = self.encode_normalized([g for g, *_ in loaded], [r.shape[:2] for _, r, *_ in loaded])
-        for f, (_, rgb, path, load_ms) in zip(feats, loaded):
-            f.image, f.path = rgb, path
-            f.timings["load"] = load_ms
+            raw, normalised = self.preprocessor(rgb, self.device)
+            loaded.append((normalised, raw, rgb, path, (time.perf_counter() - t0) * 1e3))
+        feats = self.encode_normalized([n for n, *_ in loaded], [r.shape[:2] for _, _, r, *_ in loaded],
+                                       heads=heads, raw=[r for _, r, *_ in loaded])
+        for f, (_, _, rgb, path, load_ms) in zip(feats, loaded):
+            for one in (f.values() if isinstance(f, dict) else [f]):
+                one.image, one.path = rgb, path
+                one.timings["load"] = load_ms
         return feats
-
-    @torch.no_grad()
-    def encode_normalized(self, images: Sequence[torch.Tensor],
-                          original_sizes: Optional[Sequence[Tuple[int, int]]] = None,
-                          heads: Optional[Mapping[str, Head]] = None):
-        """Dense features of already resized and normalised images ``[3, H, W]``.
-
-        ``original_sizes`` are the sizes the logits are returned at (default: the input size).
-        With ``heads`` (name -> Head) every image gives a dict name -> ImageFeatures, the
-        CLIP prefix shared by the heads.
-        """
-        if original_sizes is None:
-            original_sizes = [tuple(x.shape[-2:]) for x in images]
-        plans = []
-        for x in images:
-            x = x.to(self.device, torch.float32)
-            boxes, pad, whole = self._windows(tuple(x.shape[-2:]))
-            plans.append((x, boxes, pad, whole, crop_windows(x, boxes, pad)))
-
-        # windows of equal shape from all images run together, `batch_size` at a time
-        names = list(heads) if heads is not None else [None]
-        outputs = [{name: [] for name in names} for _ in plans]
-        groups: Dict[tuple, List[Tuple[int, int]]] = {}
-        for i, plan in enumerate(plans):
-            for j in range(plan[4].shape[0]):
-                groups.setdefault(tuple(plan[4].shape[1:]), []).append((i, j))
-        t0 = time.perf_counter()
-        for members in groups.values():
-            for start in range(0, len(members), self.batch_size):
-                chunk = members[start:start + self.batch_size]
-                batch = torch.stack([plans[i][4][j] for i, j in chunk])
-                per_head = ({None: self.dense_features(batch)} if heads is None
-                            else self.dense_features_per_head(batch, heads))
-                for name, feats in per_head.items():
-                    for (i, _), feat in zip(chunk, feats):
-                        outputs[i][name].append(feat)
-        self._sync()
-        per_image_ms = (time.perf_counter() - t0) * 1e3 / max(len(plans), 1)
-        results = []
-        for (x, boxes, pad, whole, _), feats, size in zip(plans, outputs, original_sizes):
-            made = {name: ImageFeatures(features=torch.stack(f), boxes=boxes, pad=pad, resized_size=tuple(x.shape[-2:]),
-                                        original_size=(int(size[0]), int(size[1])), whole=whole, guide=x,
-                                        timings={"features": per_image_ms})
-                    for name, f in feats.items()}
-            results.append(made[None] if heads is None else made)
-        return results
-
-    @torch.no_grad()
-    def predict_heads(self, image: ImageInput, heads: Sequence[Union[str, Mapping[str, Any], Head]],
-                      return_scores: bool = False, bgr: bool = False) -> Dict[str, SegmentationResult]:
-        """Segment one image with several heads under this segmenter's protocol.
-
-        The image is loaded, resized and windowed once and the CLIP prefix runs once per
-        window batch; only the last block differs per head. Keys are the head names (or
-        ``head0``, ``head1``... for Head instances).
-        """
-        built = {}
-        for i, spec in enumerate(heads):
-            name = spec if isinstance(spec, str) else (spec.get("type") if isinstance(spec, Mapping) else f"head{i}")
-            built[name] = build_head(spec).to(self.device).eval()
-        rgb = load_image(image, bgr=bgr)
-        per_head = self.encode_normalized([self.preprocess(rgb)], [rgb.shape[:2]], heads=built)[0]
-        path = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
-        out = {}
-        for name, feats in per_head.items():
-            feats.image, feats.path = rgb, path
-            out[name] = self._predict_one(feats, return_scores)
-        return out
 
     def encode_image(self, image: ImageInput, bgr: bool = False) -> ImageFeatures:
         """Dense features of one image (reusable with any vocabulary)."""
         return self.encode_images([image], bgr=bgr)[0]
 
+    @torch.no_grad()
+    def encode_normalized(self, images: Sequence[torch.Tensor],
+                          original_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+                          heads: Optional[Mapping[str, Head]] = None,
+                          raw: Optional[Sequence[torch.Tensor]] = None) -> List[Any]:
+        """Dense features of already resized and normalised images ``[3, H, W]``.
+
+        ``original_sizes`` are the sizes results are returned at (default: the input size).
+        ``raw``: the same images as uint8 ``[3, H, W]``, needed by heads with ``requires``.
+        With ``heads`` (name -> Head) every image gives a dict name -> ImageFeatures, the
+        CLIP prefix and the auxiliary features shared by the heads.
+        """
+        if original_sizes is None:
+            original_sizes = [tuple(x.shape[-2:]) for x in images]
+        head_map = {None: self.head} if heads is None else dict(heads)
+        for head in head_map.values():
+            self._check_requirements(head)
+        plans = []
+        for i, x in enumerate(images):
+            x = x.to(self.device, torch.float32)
+            boxes, pad = self.windows.plan(tuple(x.shape[-2:]))
+            windows_raw = crop_windows(raw[i].to(self.device), boxes, pad) if raw is not None else None
+            plans.append((x, boxes, pad, crop_windows(x, boxes, pad), windows_raw))
+
+        # windows of equal shape from all images run together, `batch_size` at a time
+        outputs: List[Dict[Any, List[DenseFeatures]]] = [{name: [] for name in head_map} for _ in plans]
+        aux_out: List[List[Dict[str, torch.Tensor]]] = [[] for _ in plans]
+        groups: Dict[tuple, List[Tuple[int, int]]] = {}
+        for i, plan in enumerate(plans):
+            for j in range(plan[3].shape[0]):
+                groups.setdefault(tuple(plan[3].shape[1:]), []).append((i, j))
+        t0 = time.perf_counter()
+        for members in groups.values():
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start:start + self.batch_size]
+                batch = torch.stack([plans[i][3][j] for i, j in chunk])
+                batch_raw = torch.stack([plans[i][4][j] for i, j in chunk]) if raw is not None else None
+                aux = self._aux(batch_raw, *head_map.values())
+                if heads is None:
+                    per_head = {None: self._forward(batch, aux)}
+                else:
+                    view = self.backbone.prefix(batch)
+                    per_head = {name: head(view, self.backbone, aux) for name, head in head_map.items()}
+                for name, dense in per_head.items():
+                    for k, (i, _) in enumerate(chunk):
+                        outputs[i][name].append(dense[k])
+                for k, (i, _) in enumerate(chunk):
+                    aux_out[i].append({n: t[k:k + 1] for n, t in aux.items()})
+        synchronize(self.device)
+        per_image_ms = (time.perf_counter() - t0) * 1e3 / max(len(plans), 1)
+        results = []
+        for (x, boxes, pad, _, _), feats, aux_parts, size in zip(plans, outputs, aux_out, original_sizes):
+            aux = {n: torch.cat([p[n] for p in aux_parts]) for n in (aux_parts[0] if aux_parts else {})}
+            made = {}
+            for name, parts in feats.items():
+                dense = DenseFeatures.cat(parts)
+                made[name] = ImageFeatures(features=dense.features, boxes=boxes, pad=pad,
+                                           resized_size=tuple(x.shape[-2:]), original_size=(int(size[0]), int(size[1])),
+                                           whole=self.windows.whole, guide=x, extras=dense.extras, aux=aux,
+                                           timings={"features": per_image_ms})
+            results.append(made[None] if heads is None else made)
+        return results
+
     # ------------------------------------------------------------------ logits
-    def _require_vocabulary(self) -> Tuple[torch.Tensor, torch.Tensor, Vocabulary]:
-        if self.vocabulary is None or self._text_features is None:
-            raise RuntimeError("no classes set: call set_classes(...) before predicting")
-        return self._text_features, self._query_to_class, self.vocabulary
+    @staticmethod
+    def _text(vocabulary: Union[EncodedVocabulary, torch.Tensor], device: torch.device) -> torch.Tensor:
+        text = vocabulary.text if isinstance(vocabulary, EncodedVocabulary) else vocabulary
+        return text.to(device, torch.float32)
 
     @torch.no_grad()
-    def query_logits(self, feats: ImageFeatures, text: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Cosine logits ``[Q, H, W]`` at the original image size, stitched over windows."""
-        if text is None:
-            text = self._require_vocabulary()[0]
-        text = text.to(self.device, torch.float32)
+    def canvas_logits(self, feats: ImageFeatures, vocabulary: Union[EncodedVocabulary, torch.Tensor]) -> torch.Tensor:
+        """Cosine logits ``[Q, h, w]`` at the model's resolution: the windows stitched on the
+        resized image, or the patch grid of a whole-image pass."""
+        text = self._text(vocabulary, feats.features.device)
         win = torch.einsum("ndhw,qd->nqhw", feats.features, text)
         if feats.whole:
-            return F.interpolate(win, size=feats.original_size, mode="bilinear", align_corners=False)[0]
+            return win[0]
         y1, y2, x1, x2 = feats.boxes[0]
-        l, _, t, _ = feats.pad
+        left, _, top, _ = feats.pad
         win = F.interpolate(win, size=feats.window_size, mode="bilinear", align_corners=False)
         if any(feats.pad):
-            win = win[:, :, t:t + y2 - y1, l:l + x2 - x1]
-        stitched = stitch(win, feats.boxes, feats.resized_size)
-        if tuple(feats.resized_size) == tuple(feats.original_size):
-            return stitched
-        return F.interpolate(stitched[None], size=feats.original_size, mode="bilinear", align_corners=False)[0]
+            win = win[:, :, top:top + y2 - y1, left:left + x2 - x1]
+        return stitch(win, feats.boxes, feats.resized_size)
 
-    def refine(self, logits: torch.Tensor, feats: ImageFeatures) -> torch.Tensor:
-        """PAMR on the query logits with the normalised image (resized to the output) as guide."""
-        if self.pamr_steps <= 0:
-            return logits
-        guide = F.interpolate(feats.guide[None], size=logits.shape[-2:], mode="bilinear", align_corners=False)
-        return pamr(guide, logits[None], self.pamr_steps, self.pamr_dilations)[0]
+    @torch.no_grad()
+    def query_logits(self, feats: ImageFeatures, vocabulary: Union[EncodedVocabulary, torch.Tensor, None] = None,
+                     resolution: str = "input") -> torch.Tensor:
+        """Cosine logits ``[Q, H, W]`` before refiners, at the input size (or the model's).
+
+        The whole map at once: meant for inspection and small images; ``predict`` works in bands.
+        """
+        vocabulary = self._resolve_vocabulary(None) if vocabulary is None else vocabulary
+        size = self._output_size(feats, resolution)
+        return resize_rows(self.canvas_logits(feats, vocabulary), size, 0, size[0])
+
+    @staticmethod
+    def _output_size(feats: ImageFeatures, resolution: str) -> Tuple[int, int]:
+        _check_resolution(resolution)
+        return tuple(feats.original_size if resolution == "input" else feats.resized_size)
+
+    def _band_rows(self, num_maps: int, width: int, halo: int) -> int:
+        """Output rows per band so that a band's logits with their halo fit ``max_chunk_mb``."""
+        elements = int(self.max_chunk_mb * 2**20) // 4
+        return max(elements // max(1, num_maps * width) - 2 * halo, 16)
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
     def predict(
         self,
         image: Union[ImageInput, ImageFeatures, Sequence[Union[ImageInput, ImageFeatures]]],
+        vocabulary: Union[EncodedVocabulary, VocabularyInput, None] = None,
         return_scores: bool = False,
         bgr: bool = False,
+        resolution: str = "input",
     ) -> Union[SegmentationResult, List[SegmentationResult]]:
         """Segment an image (path, PIL image, ``HxWx3`` uint8 RGB array, or ImageFeatures).
 
+        Args:
+            vocabulary: the classes for this call (an :class:`EncodedVocabulary`, or anything
+                ``encode_vocabulary`` takes); default: the segmenter's ``set_classes``.
+            return_scores: also return ``(C, H, W)`` probabilities (``C*H*W*4`` bytes).
+            resolution: ``"input"`` (the input image's size) or ``"model"`` (the resized
+                image the model saw; far cheaper for large photos).
+
         A list gives a list; the windows of all its images are batched together.
         """
+        encoded = self._resolve_vocabulary(vocabulary)
+        _check_resolution(resolution)
         if isinstance(image, (list, tuple)):
             pending = [i for i, img in enumerate(image) if not isinstance(img, ImageFeatures)]
-            encoded = dict(zip(pending, self.encode_images([image[i] for i in pending], bgr=bgr)))
-            feats = [encoded.get(i, img) for i, img in enumerate(image)]
-            return [self._predict_one(f, return_scores) for f in feats]
+            done = dict(zip(pending, self.encode_images([image[i] for i in pending], bgr=bgr)))
+            feats = [done.get(i, img) for i, img in enumerate(image)]
+            return [self._render(f, encoded, return_scores, resolution) for f in feats]
         feats = image if isinstance(image, ImageFeatures) else self.encode_image(image, bgr=bgr)
-        return self._predict_one(feats, return_scores)
+        return self._render(feats, encoded, return_scores, resolution)
 
-    def _predict_one(self, feats: ImageFeatures, return_scores: bool) -> SegmentationResult:
-        with self._lock:
-            text, q2c, vocab = self._require_vocabulary()
-            timings = dict(feats.timings)
-            t0 = time.perf_counter()
-            logits = self.query_logits(feats, text)
+    @torch.no_grad()
+    def predict_heads(self, image: ImageInput, heads: Sequence[Union[str, Mapping[str, Any], Head]],
+                      vocabulary: Union[EncodedVocabulary, VocabularyInput, None] = None,
+                      return_scores: bool = False, bgr: bool = False) -> Dict[str, SegmentationResult]:
+        """Segment one image with several heads under this segmenter's protocol.
+
+        The image is loaded, resized and windowed once; the CLIP prefix and the auxiliary
+        features run once per window batch; only the last block differs per head. Keys are
+        the head names (or ``head0``, ``head1``... for Head instances).
+        """
+        encoded = self._resolve_vocabulary(vocabulary)
+        built = {}
+        for i, spec in enumerate(heads):
+            name = spec if isinstance(spec, str) else (spec.get("type") if isinstance(spec, Mapping) else f"head{i}")
+            built[name] = build_head(spec).to(self.device).eval()
+        per_head = self.encode_images([image], bgr=bgr, heads=built)[0]
+        return {name: self._render(feats, encoded, return_scores, "input") for name, feats in per_head.items()}
+
+    def _render(self, feats: ImageFeatures, encoded: EncodedVocabulary, return_scores: bool,
+                resolution: str) -> SegmentationResult:
+        """Logits -> refiners -> decoder, band by band over the output rows."""
+        encoded = encoded.to(self.device)
+        vocab = encoded.vocabulary
+        num_classes = vocab.num_classes
+        q2c = encoded.query_to_class
+        timings = dict(feats.timings, logits=0.0, refine=0.0, decode=0.0)
+        t0 = time.perf_counter()
+        source = self.canvas_logits(feats, encoded)
+        timings["logits"] += (time.perf_counter() - t0) * 1e3
+        size = self._output_size(feats, resolution)
+        height, width = size
+        halo = sum(r.halo_rows for r in self.refiners)
+        step = self._band_rows(source.shape[0], width, halo)
+        bands = [(r, min(r + step, height)) for r in range(0, height, step)]
+        kept: Dict[Tuple[int, int], torch.Tensor] = {}
+
+        def band_probs(r0: int, r1: int) -> torch.Tensor:
+            if (r0, r1) in kept:
+                return kept.pop((r0, r1))
+            a0, a1 = max(0, r0 - halo), min(height, r1 + halo)
+            t = time.perf_counter()
+            logits = resize_rows(source, size, a0, a1)
             t1 = time.perf_counter()
-            logits = self.refine(logits, feats)
+            if len(self.refiners):
+                guide = resize_rows(feats.guide, size, a0, a1)
+                for refiner in self.refiners:
+                    logits = refiner(logits, guide)
             t2 = time.perf_counter()
-            probs, labels = decode(logits, q2c, vocab.num_classes, self.logit_scale, self.background_threshold,
-                                   self.area_threshold, self.renormalize)
-            label_map = labels.cpu().numpy().astype(np.int64)
-            scores = probs.cpu().numpy().astype(np.float32) if return_scores else None
-            t3 = time.perf_counter()
-        timings.update(logits=(t1 - t0) * 1e3, refine=(t2 - t1) * 1e3, decode=(t3 - t2) * 1e3)
-        return SegmentationResult(label_map=label_map, class_names=list(vocab.class_names), scores=scores,
-                                  path=feats.path, timings=timings)
+            probs = self.decoder.probabilities(logits[:, r0 - a0:r1 - a0], q2c, num_classes)
+            timings["logits"] += (t1 - t) * 1e3
+            timings["refine"] += (t2 - t1) * 1e3
+            timings["decode"] += (time.perf_counter() - t2) * 1e3
+            return probs
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        keep = None
+        if self.decoder.area_threshold is not None:  # the area rule needs the whole image's areas first
+            areas = torch.zeros(num_classes, dtype=torch.long, device=self.device)
+            for r0, r1 in bands:
+                probs = band_probs(r0, r1)
+                areas += torch.bincount(probs.argmax(dim=0).flatten(), minlength=num_classes)
+                if len(bands) == 1:
+                    kept[(r0, r1)] = probs
+            keep = self.decoder.area_keep(areas, vocab.has_background)
+        label_map = np.empty((height, width), dtype=np.int64)
+        scores = np.empty((num_classes, height, width), dtype=np.float32) if return_scores else None
+        for r0, r1 in bands:
+            probs = band_probs(r0, r1)
+            t = time.perf_counter()
+            probs, labels = self.decoder.labels(probs, vocab.has_background, keep)
+            label_map[r0:r1] = labels.cpu().numpy()
+            if scores is not None:
+                scores[:, r0:r1] = self.decoder.scores(probs).cpu().numpy()
+            timings["decode"] += (time.perf_counter() - t) * 1e3
+        return SegmentationResult(label_map=label_map, class_names=list(vocab.class_names),
+                                  has_background=vocab.has_background, scores=scores, path=feats.path,
+                                  timings=timings)
 
     def __repr__(self) -> str:
-        return (f"OVSegmenter(backbone={self.backbone!r}, head={type(self.head).__name__}, scale={self.image_scale}, "
-                f"crop={self.slide_crop}, stride={self.slide_stride}, logit_scale={self.logit_scale}, "
-                f"pamr_steps={self.pamr_steps}, device={self.device}, dtype={self.dtype})")
+        return (f"OVSegmenter(backbone={self.backbone!r}, head={type(self.head).__name__}, "
+                f"preprocess={self.preprocessor}, windows={self.windows}, decode={self.decoder}, "
+                f"refiners={[type(r).__name__ for r in self.refiners]}, features={list(self.features)}, "
+                f"device={self.device}, dtype={self.dtype})")

@@ -21,6 +21,7 @@ class FakeResult:
     label_map: np.ndarray
     class_names: list
     scores: Optional[np.ndarray] = None
+    has_background: bool = False
 
 
 class FakeSegmenter:
@@ -43,14 +44,19 @@ class FakeSegmenter:
         self.seed = seed
         self.ignore_index = ignore_index
         self.class_names = [f"class{i}" for i in range(num_classes)]
+        self.has_background = False
         self.calls: list = []
         self.config = {"type": "FakeSegmenter", "noise": noise, "seed": seed}
 
-    def set_classes(self, names) -> None:
-        """Accept a list of names or a name file."""
+    def set_classes(self, names, background=None) -> None:
+        """Accept a list of names or a name file; ``background`` as OVSegmenter.set_classes."""
         if isinstance(names, (str, os.PathLike)) and Path(names).is_file():
             names = [ln.strip() for ln in Path(names).read_text().splitlines() if ln.strip()]
-        self.class_names = list(names)
+        names = list(names)
+        if background is not None and background != "first":
+            names = [background] + names
+        self.class_names = names
+        self.has_background = background is not None
         self.num_classes = len(self.class_names)
 
     def predict(self, image, return_scores: bool = False) -> FakeResult:
@@ -67,7 +73,7 @@ class FakeSegmenter:
         if return_scores:
             scores = np.zeros((self.num_classes,) + pred.shape, dtype=np.float32)
             np.put_along_axis(scores, pred[None], 0.9, axis=0)
-        return FakeResult(pred, list(self.class_names), scores)
+        return FakeResult(pred, list(self.class_names), scores, self.has_background)
 
 
 def make_layout(name: str, parent: Path, n_images: int = 4, seed: int = 0,

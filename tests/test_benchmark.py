@@ -9,7 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import ovdense
-from ovdense import roofline
+from ovdense.bench import roofline
 from ovdense.cli import main
 from conftest import TINY_CONFIG
 

@@ -1,5 +1,6 @@
 """COCO path: instances from label maps, results that loadRes accepts, AP equal to pycocotools."""
 
+import dataclasses
 import contextlib
 import io
 import json
@@ -19,7 +20,8 @@ from fakes import FakeResult, FakeSegmenter  # noqa: E402
 
 from ovdense.datasets import category_index, paint_instances  # noqa: E402
 from ovdense.evaluation.coco import build_coco_vocabulary, evaluate_coco, run_cocoeval  # noqa: E402
-from ovdense.instances import INSTANCE_STRATEGIES, Detections, build_instances  # noqa: E402
+from ovdense.proposals import build_instances  # noqa: E402
+from ovdense.structures import Detections  # noqa: E402
 
 H, W = 48, 64
 CATS = [{"id": 3, "name": "cat"}, {"id": 7, "name": "Dog"}, {"id": 12, "name": "traffic light"}]
@@ -171,7 +173,7 @@ def test_connected_components_strategy():
     scores = np.zeros((3, 10, 12), np.float32)
     scores[1][lm == 1] = 0.5
     scores[1][6:9, 6:11] = 0.8
-    res = FakeResult(lm, ["background", "mug", "pen"], scores)
+    res = FakeResult(lm, ["background", "mug", "pen"], scores, has_background=True)
     dets = build_instances(res, "connected_components")
     assert len(dets) == 3 and dets.mask.shape == (3, 10, 12)
     order = np.argsort(dets.confidence)
@@ -181,8 +183,8 @@ def test_connected_components_strategy():
     np.testing.assert_array_equal(dets.xyxy[big], [6, 6, 11, 9])
     assert dets.mask[big].sum() == 15
     assert len(build_instances(res, min_area=2)) == 2
-    assert len(INSTANCE_STRATEGIES["connected_components"](res, background=False)) == 4
-    empty = build_instances(FakeResult(np.zeros((4, 5), np.int64), ["background", "x"]))
+    assert len(build_instances(dataclasses.replace(res, has_background=False))) == 4
+    empty = build_instances(FakeResult(np.zeros((4, 5), np.int64), ["background", "x"], has_background=True))
     assert empty.xyxy.shape == (0, 4) and empty.mask.shape == (0, 4, 5)
     assert empty.class_id.dtype == np.int64 and isinstance(empty, Detections)
 

@@ -66,7 +66,7 @@ def test_leaf_config(path):
     assert path.stem.startswith(head + "_")
     head_type = kwargs["head"]["type"] if isinstance(kwargs["head"], dict) else kwargs["head"]
     assert head_type in ovdense.list_heads()
-    assert kwargs["clip_model"] == "ViT-B-16" and kwargs["pretrained"] == "openai"
+    assert kwargs["backbone"]["clip_model"] == "ViT-B-16" and kwargs["backbone"]["pretrained"] == "openai"
 
     dataset = cfg.get("dataset_type")
     assert path.stem == f"{head}_{dataset}" and dataset in NUM_CLASSES
@@ -105,9 +105,8 @@ def test_build_and_predict_per_head(head, tiny_backbone):
     path = CONFIGS / head / f"{head}_voc21.py"
     cfg = load_config(path)
     kwargs = segmenter_kwargs(cfg)
-    for key in ("clip_model", "pretrained", "weights_format"):
-        kwargs.pop(key, None)
-    seg = ovdense.OVSegmenter(**kwargs, backbone=tiny_backbone, text_cache_dir="", device="cpu")
+    kwargs.pop("backbone")
+    seg = ovdense.OVSegmenter(**kwargs, backbone=tiny_backbone, device="cpu")
     names = resolve_names_path(cfg["classes"]["names"], cfg)
     bg = cfg["classes"]["background"]
     q = ovdense.build_vocabulary(names, bg).num_queries
@@ -123,7 +122,6 @@ def test_build_and_predict_per_head(head, tiny_backbone):
 @pytest.mark.parametrize("path", LEAVES, ids=_rel)
 def test_every_leaf_builds(path, tiny_backbone):
     kwargs = segmenter_kwargs(load_config(path))
-    for key in ("clip_model", "pretrained", "weights_format"):
-        kwargs.pop(key, None)
-    seg = ovdense.OVSegmenter(**kwargs, backbone=tiny_backbone, text_cache_dir="", device="cpu")
-    assert seg.image_scale is not None
+    kwargs.pop("backbone")
+    seg = ovdense.OVSegmenter(**kwargs, backbone=tiny_backbone, device="cpu")
+    assert seg.preprocessor.scale is not None

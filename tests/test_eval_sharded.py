@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from fakes import dataset_segmenter, make_layout, sharded_worker  # noqa: E402
 
 from ovdense.datasets import build_dataset  # noqa: E402
-from ovdense.evaluation import cli as eval_cli  # noqa: E402
+from ovdense.cli import evaluate as eval_cli  # noqa: E402
 from ovdense.evaluation.semantic_runner import evaluate_semantic, state_path  # noqa: E402
 
 
@@ -141,7 +141,7 @@ def test_eval_semantic_cli_with_a_real_segmenter(tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["eval-semantic", "--config", str(repo / "configs/sclip/sclip_voc21.py"),
                  "--clip-model", str(TINY_CONFIG), "--device", "cpu",
-                 "--cfg-options", "model.pretrained=None", "protocol.short_side=64", "protocol.templates=simple",
+                 "--cfg-options", "backbone.pretrained=None", "preprocess.short_side=64", "text_encoder.templates=simple",
                  "--data-root", str(tmp_path / "data"), "--out", str(out), "--quiet"])
     assert code == 0
     report = json.loads((out / "metrics.json").read_text())
@@ -161,15 +161,16 @@ def test_eval_coco_sharded_with_torchrun_equals_single_process(tmp_path):
     ann = world.write_coco(str(tmp_path / "coco"), 10, 2_000_000)
     config = tmp_path / "synth.py"
     config.write_text(
-        f"model = dict(clip_model={str(fixture / 'synth-vit-tiny.json')!r}, "
-        f"pretrained={str(fixture / 'synth_clip.pt')!r}, head=dict(type='sclip'))\n"
-        "protocol = dict(short_side=None, slide_crop=0, templates=['a photo of a {}.'])\n")
+        f"backbone = dict(clip_model={str(fixture / 'synth-vit-tiny.json')!r}, "
+        f"pretrained={str(fixture / 'synth_clip.pt')!r})\nhead = dict(type='sclip')\n"
+        "preprocess = dict(short_side=None)\nwindows = dict(crop=0)\n"
+        "text_encoder = dict(templates=['a photo of a {}.'])\n")
     args = ["eval-coco", "--config", str(config), "--gt", ann, "--images", str(tmp_path / "coco" / "images"),
             "--classes-file", str(tmp_path / "coco" / "names.txt"), "--no-background", "--device", "cpu", "--quiet"]
     assert main(args + ["--out", str(tmp_path / "single")]) == 0
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "ovdense.cli",
+                           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "ovdense",
                            *args, "--out", str(tmp_path / "sharded")], capture_output=True, text=True, timeout=300,
                           env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -20,8 +20,9 @@ from conftest import TINY_CONFIG
 def tiny_config(tmp_path):
     path = tmp_path / "tiny_sclip.py"
     path.write_text(
-        f"model = dict(clip_model={str(TINY_CONFIG)!r}, pretrained=None, head=dict(type='sclip'))\n"
-        "protocol = dict(short_side=64, slide_crop=64, slide_stride=32, logit_scale=40.0, templates='simple')\n"
+        f"backbone = dict(clip_model={str(TINY_CONFIG)!r}, pretrained=None)\nhead = dict(type='sclip')\n"
+        "preprocess = dict(short_side=64)\nwindows = dict(crop=64, stride=32)\ndecode = dict(logit_scale=40.0)\n"
+        "text_encoder = dict(templates='simple')\n"
     )
     return str(path)
 
@@ -72,7 +73,7 @@ def test_segment_folder_end_to_end_with_resume(tmp_path, image_folder, tiny_conf
     assert run["done"] == 4 and run["images"] == 6 and not run["interrupted"]
     failed = sorted(os.path.basename(f["path"]) for f in run["failed"])
     assert failed == ["corrupt.jpg", "empty.png"]
-    assert run["config"]["model"]["head"]["type"] == "sclip"
+    assert run["config"]["head"]["type"] == "sclip"
     assert [c["name"] for c in json.loads((out / "categories.json").read_text())] == ["sky", "cat", "dog"]
     assert not list(out.rglob(".tmp-*"))
     assert "corrupt.jpg" in capsys.readouterr().err
@@ -103,11 +104,11 @@ def test_tools_script_runs(tmp_path, image_folder, tiny_config):
     out = tmp_path / "script_out"
     proc = subprocess.run([sys.executable, script, str(image_folder / "rgb.jpg"), "--config", tiny_config,
                            "--classes", "cat", "--out", str(out), "--device", "cpu", "--quiet",
-                           "--cfg-options", "protocol.logit_scale=50"],
+                           "--cfg-options", "decode.logit_scale=50"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (out / "labels" / "rgb.png").is_file()
-    assert json.loads((out / "run.json").read_text())["config"]["protocol"]["logit_scale"] == 50
+    assert json.loads((out / "run.json").read_text())["config"]["decode"]["logit_scale"] == 50
 
 
 def test_sharded_folder_run_equals_single_process(tmp_path, image_folder, tiny_backbone):
@@ -120,9 +121,9 @@ def test_sharded_folder_run_equals_single_process(tmp_path, image_folder, tiny_b
     torch.save(tiny_backbone.model.state_dict(), weights)
     config = tmp_path / "fixed.py"
     config.write_text(
-        f"model = dict(clip_model={str(TINY_CONFIG)!r}, pretrained={str(weights)!r}, head=dict(type='naclip'))\n"
-        "protocol = dict(short_side=64, slide_crop=64, slide_stride=32, pamr_steps=2, pamr_dilations=(1, 2),"
-        " templates='simple')\n")
+        f"backbone = dict(clip_model={str(TINY_CONFIG)!r}, pretrained={str(weights)!r})\nhead = dict(type='naclip')\n"
+        "preprocess = dict(short_side=64)\nwindows = dict(crop=64, stride=32)\n"
+        "refiners = [dict(type='pamr', steps=2, dilations=(1, 2))]\ntext_encoder = dict(templates='simple')\n")
     common = [str(image_folder), "--config", str(config), "--classes", "cat", "dog", "--background", "sky",
               "--device", "cpu", "--quiet"]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
@@ -133,7 +134,7 @@ def test_sharded_folder_run_equals_single_process(tmp_path, image_folder, tiny_b
         port = s.getsockname()[1]
     sharded = tmp_path / "sharded"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "ovdense.cli",
+                           "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "ovdense",
                            "segment", *common, "--out", str(sharded)],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

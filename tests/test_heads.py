@@ -69,7 +69,7 @@ def test_head_matches_slow_reference_on_non_square_grid(tiny_backbone, head):
     assert view.grid == (3, 5)
     _GRID[view.x.shape[1]] = view.grid
     with torch.no_grad():
-        fast = ovdense.build_head(head)(view, tiny_backbone)
+        fast = ovdense.build_head(head).tokens(view, tiny_backbone)
         slow = slow_last_block(tiny_backbone, view.x, head)
     torch.testing.assert_close(fast, slow, atol=2e-5, rtol=1e-5)
 
@@ -77,7 +77,8 @@ def test_head_matches_slow_reference_on_non_square_grid(tiny_backbone, head):
 @pytest.mark.parametrize("head", HEADS)
 def test_batch_of_two_equals_two_single_runs(tiny_backbone, head):
     torch.manual_seed(2)
-    seg = ovdense.OVSegmenter(backbone=tiny_backbone, head=head, short_side=None, slide_crop=0, device="cpu")
+    seg = ovdense.OVSegmenter(backbone=tiny_backbone, head=head, preprocess=dict(short_side=None),
+                              windows=dict(crop=0), device="cpu")
     crops = torch.randn(2, 3, 64, 96)
     both = seg.dense_features(crops)
     one = torch.cat([seg.dense_features(crops[:1]), seg.dense_features(crops[1:])])
@@ -102,7 +103,7 @@ def test_vanilla_head_reproduces_open_clip(tiny_backbone):
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         view = tiny_backbone.prefix(images)
-        z = tiny_backbone.project(ovdense.build_head("vanilla")(view, tiny_backbone))
+        z = tiny_backbone.project(ovdense.build_head("vanilla").tokens(view, tiny_backbone))
         ref_pooled = model.encode_image(images)
         model.visual.output_tokens = True
         try:
@@ -122,7 +123,7 @@ def test_vanilla_head_reproduces_open_clip_vit_b16():
     bb = CLIPBackbone.load("ViT-B-16", None)
     images = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
-        z = bb.project(ovdense.build_head("vanilla")(bb.prefix(images), bb))
+        z = bb.project(ovdense.build_head("vanilla").tokens(bb.prefix(images), bb))
         ref = bb.model.encode_image(images)
     torch.testing.assert_close(z[:, 0], ref, atol=1e-4, rtol=1e-4)
 
@@ -135,9 +136,9 @@ def test_head_logits_equal_official_goldens(golden_backbone, golden_inputs, head
     ref = golden(golden_name)
     q = torch.from_numpy(golden_inputs["Q"])
     for crop, img_key, key in [(0, "crop", "crop_logits"), (0, "img", "whole_logits"), (112, "img", "slide_logits")]:
-        seg = ovdense.OVSegmenter(backbone=golden_backbone, head=head, short_side=None, slide_crop=crop,
-                                  slide_stride=56, pad_to=16 if head.startswith("clearclip") else 0, device="cpu",
-                                  text_cache_dir="")
+        seg = ovdense.OVSegmenter(backbone=golden_backbone, head=head, preprocess=dict(short_side=None),
+                                  windows=dict(crop=crop, stride=56, pad_to=16 if head.startswith("clearclip") else 0),
+                                  device="cpu", text_encoder=dict(cache_dir=""))
         seg.set_classes(golden_names(), embeddings=q)
         feats = seg.encode_normalized([torch.from_numpy(golden_inputs[img_key][0])])[0]
         out = seg.query_logits(feats).numpy()

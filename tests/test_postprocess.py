@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ovdense.postprocess import decode, synonym_max
+from ovdense.decode import decode, synonym_max
 from ovdense.refine import pamr, pamr_stacked
 from conftest import golden
 
@@ -16,7 +16,7 @@ Q2C = torch.tensor([0, 0, 1, 2, 2, 3, 4])
 def test_sclip_post_processing_equals_golden():
     g = golden("sclip")
     probs, labels = decode(torch.from_numpy(g["slide_logits"]), Q2C, 5, float(g["post_scale"]),
-                           float(g["post_prob_thd"]), float(g["post_area_thd"]))
+                           float(g["post_prob_thd"]), float(g["post_area_thd"]), has_background=True)
     assert np.abs(probs.numpy() - g["post_probs"]).max() < 1e-6
     assert np.array_equal(labels.numpy(), g["post_labels"].astype(np.int64))
 
@@ -27,7 +27,8 @@ def test_naclip_pamr_and_post_processing_equal_golden(golden_inputs):
     assert np.abs(refined.numpy() - g["pamr_logits"]).max() < 1e-5
     stacked = pamr_stacked(torch.from_numpy(golden_inputs["img"]), torch.from_numpy(g["slide_logits"])[None], 10)
     assert np.abs(stacked[0].numpy() - g["pamr_logits"]).max() < 1e-5
-    probs, labels = decode(refined, Q2C, 5, float(g["post_scale"]), float(g["post_prob_thd"]), renormalize=True)
+    probs, labels = decode(refined, Q2C, 5, float(g["post_scale"]), float(g["post_prob_thd"]), renormalize=True,
+                           has_background=True)
     assert np.abs(probs.numpy() - g["post_probs"]).max() < 1e-5
     assert np.array_equal(labels.numpy(), g["post_labels"].astype(np.int64))
 
@@ -90,7 +91,7 @@ def test_synonym_max_and_thresholds():
     assert torch.equal(out[:, 0, 0], torch.tensor([0.1, 0.5, 0.2]))
     logits = torch.zeros(3, 2, 2)
     logits[1, 0, 0] = 1.0
-    _, labels = decode(logits, torch.tensor([0, 1, 2]), 3, logit_scale=10, background_threshold=0.5)
+    _, labels = decode(logits, torch.tensor([0, 1, 2]), 3, logit_scale=10, background_threshold=0.5, has_background=True)
     assert labels[0, 0] == 1 and torch.all(labels.flatten()[1:] == 0)
 
 
@@ -98,9 +99,9 @@ def test_area_threshold_removes_small_foreground_classes():
     logits = torch.zeros(3, 10, 10)
     logits[1, :, :9] = 1  # class 1 covers 90 pixels
     logits[2, :, 9] = 1   # class 2 covers 10 pixels = 10% of the foreground
-    probs, labels = decode(logits, torch.tensor([0, 1, 2]), 3, 10.0, 0.0, area_threshold=0.1)
+    probs, labels = decode(logits, torch.tensor([0, 1, 2]), 3, 10.0, 0.0, area_threshold=0.1, has_background=True)
     assert torch.all(probs[2] == 0) and torch.all(labels[:, 9] != 2)
-    _, kept = decode(logits, torch.tensor([0, 1, 2]), 3, 10.0, 0.0, area_threshold=0.05)
+    _, kept = decode(logits, torch.tensor([0, 1, 2]), 3, 10.0, 0.0, area_threshold=0.05, has_background=True)
     assert torch.all(kept[:, 9] == 2)
 
 
@@ -109,6 +110,7 @@ def test_naclip_threshold_sees_probabilities_before_renormalisation():
     logits = torch.zeros(4, 1, 1)  # queries: bg, bg-synonym, cat, dog -> uniform 0.25 each
     q2c = torch.tensor([0, 0, 1, 2])
     logits[2] = 0.01  # cat slightly ahead
-    probs, labels = decode(logits, q2c, 3, logit_scale=1.0, background_threshold=0.3, renormalize=True)
+    probs, labels = decode(logits, q2c, 3, logit_scale=1.0, background_threshold=0.3, renormalize=True,
+                           has_background=True)
     assert labels.item() == 0  # max prob ~0.25 < 0.3 before renormalisation (~0.34 after)
     assert abs(probs.sum().item() - 1) < 1e-6 and probs[1].item() > 0.3

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 import ovdense
-from ovdense.predictor import rescale_size
-from ovdense.windows import stitch, window_boxes
+from ovdense.preprocess import rescale_size
+from ovdense.ops.windows import stitch, window_boxes
 
 
 def _slow_boxes(h, w, crop, stride):
@@ -50,9 +50,9 @@ def test_rescale_size_is_mmcv_imrescale():
     assert rescale_size(375, 500, (520, 520)) == (390, 520)
 
 
-def _segmenter(backbone, **kw):
-    args = dict(backbone=backbone, head="sclip", short_side=None, slide_crop=64, slide_stride=32, device="cpu",
-                text_cache_dir="")
+def _segmenter(backbone, short_side=None, crop=64, stride=32, pad_to=0, **kw):
+    args = dict(backbone=backbone, head="sclip", preprocess=dict(short_side=short_side),
+                windows=dict(crop=crop, stride=stride, pad_to=pad_to), device="cpu", text_encoder=dict(cache_dir=""))
     args.update(kw)
     seg = ovdense.OVSegmenter(**args)
     seg.set_classes(["cat", "dog, puppy", "car"], background="sky, wall")
@@ -60,8 +60,8 @@ def _segmenter(backbone, **kw):
 
 
 def test_single_window_equals_whole_image_pass(tiny_backbone):
-    seg_slide = _segmenter(tiny_backbone, slide_crop=64)
-    seg_whole = _segmenter(tiny_backbone, slide_crop=0)
+    seg_slide = _segmenter(tiny_backbone, crop=64)
+    seg_whole = _segmenter(tiny_backbone, crop=0)
     x = torch.randn(3, 64, 64)
     a = seg_slide.query_logits(seg_slide.encode_normalized([x])[0])
     b = seg_whole.query_logits(seg_whole.encode_normalized([x])[0])
@@ -72,10 +72,10 @@ def test_single_window_equals_whole_image_pass(tiny_backbone):
 def test_slide_logits_equal_loop_reference_on_odd_size(tiny_backbone, crop, stride, pad_to):
     """Batched windows + stitch == one-window-at-a-time loop with explicit (ClearCLIP-style
     centred) padding, cut, pad-to-canvas and sum."""
-    seg = _segmenter(tiny_backbone, slide_crop=crop, slide_stride=stride, pad_to=pad_to)
+    seg = _segmenter(tiny_backbone, crop=crop, stride=stride, pad_to=pad_to)
     x = torch.randn(3, 83, 101)
     ours = seg.query_logits(seg.encode_normalized([x])[0])
-    text = seg._text_features
+    text = seg.encoded_vocabulary.text
     preds = torch.zeros(text.shape[0], 83, 101)
     count = torch.zeros(1, 83, 101)
     for y1, y2, x1, x2 in _slow_boxes(83, 101, crop, stride):
@@ -93,7 +93,7 @@ def test_slide_logits_equal_loop_reference_on_odd_size(tiny_backbone, crop, stri
 
 
 def test_padding_to_patch_multiple_cuts_the_pad(tiny_backbone):
-    seg = _segmenter(tiny_backbone, slide_crop=60, slide_stride=30, pad_to=16)
+    seg = _segmenter(tiny_backbone, crop=60, stride=30, pad_to=16)
     x = torch.randn(3, 70, 90)
     feats = seg.encode_normalized([x])[0]
     assert feats.pad == (2, 2, 2, 2) and feats.features.shape[-2:] == (4, 4)
@@ -134,8 +134,8 @@ def test_features_are_reused_for_a_new_vocabulary(tiny_backbone):
 
 
 def test_precomputed_embeddings_and_errors(tiny_backbone):
-    seg = ovdense.OVSegmenter(backbone=tiny_backbone, head="naclip", short_side=None, slide_crop=0, device="cpu",
-                              text_cache_dir="")
+    seg = ovdense.OVSegmenter(backbone=tiny_backbone, head="naclip", preprocess=dict(short_side=None),
+                              windows=dict(crop=0), device="cpu", text_encoder=dict(cache_dir=""))
     img = np.zeros((32, 48, 3), np.uint8)
     with pytest.raises(RuntimeError, match="set_classes"):
         seg.predict(img)
@@ -149,7 +149,7 @@ def test_precomputed_embeddings_and_errors(tiny_backbone):
 
 
 def test_pamr_option_changes_logits_and_keeps_shape(tiny_backbone):
-    seg = _segmenter(tiny_backbone, pamr_steps=3, pamr_dilations=(1, 2))
+    seg = _segmenter(tiny_backbone, refiners=[dict(type="pamr", steps=3, dilations=(1, 2))])
     img = np.random.default_rng(2).integers(0, 255, (40, 56, 3), dtype=np.uint8)
     res = seg.predict(img, return_scores=True)
     plain = _segmenter(tiny_backbone).predict(img, return_scores=True)
@@ -160,14 +160,12 @@ def test_pamr_option_changes_logits_and_keeps_shape(tiny_backbone):
 def test_compiled_forward_and_bf16_agree_with_fp32(tiny_backbone):
     """torch.compile (eager backend: wiring only) is exact; bf16 stays close to fp32."""
     x = torch.randn(2, 3, 64, 96)
-    ref = ovdense.OVSegmenter(backbone=tiny_backbone, head="sclip", device="cpu", text_cache_dir="")
-    compiled = ovdense.OVSegmenter(backbone=tiny_backbone, head="sclip", device="cpu", text_cache_dir="",
-                                   compile="eager")
+    ref = ovdense.OVSegmenter(backbone=tiny_backbone, head="sclip", device="cpu")
+    compiled = ovdense.OVSegmenter(backbone=tiny_backbone, head="sclip", device="cpu", compile="eager")
     torch.testing.assert_close(compiled.dense_features(x), ref.dense_features(x))
     import copy
 
-    half = ovdense.OVSegmenter(backbone=copy.deepcopy(tiny_backbone), head="sclip", device="cpu",
-                               dtype="bf16", text_cache_dir="")
+    half = ovdense.OVSegmenter(backbone=copy.deepcopy(tiny_backbone), head="sclip", device="cpu", dtype="bf16")
     low = half.dense_features(x)
     assert low.dtype == torch.float32
     cos = (low * ref.dense_features(x)).sum(1)

@@ -62,9 +62,10 @@ def scenes(world):
 
 
 def segmenter(head, names):
-    seg = ovdense.OVSegmenter(clip_model=CONFIG_PATH, pretrained=WEIGHTS_PATH, head=head, short_side=None,
-                              slide_crop=0, logit_scale=LOGIT_SCALE, background_threshold=0.0,
-                              templates=[TEMPLATE], text_cache_dir="", device="cpu")
+    seg = ovdense.OVSegmenter(backbone=dict(clip_model=CONFIG_PATH, pretrained=WEIGHTS_PATH), head=head,
+                              preprocess=dict(short_side=None), windows=dict(crop=0),
+                              decode=dict(logit_scale=LOGIT_SCALE), text_encoder=dict(templates=[TEMPLATE]),
+                              device="cpu")
     seg.set_classes(names)
     return seg
 

@@ -2,7 +2,7 @@
 """Benchmark the heads against a plain reference-style baseline; same as ``ovdense benchmark``."""
 import sys
 
-from ovdense.benchmark import main
+from ovdense.bench.benchmark import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from ovdense.evaluation.cli import main_semantic  # noqa: E402
+from ovdense.cli.evaluate import main_semantic  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main_semantic())

@@ -34,9 +34,10 @@ def build(head: str, config: str = CONFIG_PATH, weights: str = WEIGHTS_PATH, tem
     import ovdense
     from ovdense.synthetic import SyntheticWorld
 
-    seg = ovdense.OVSegmenter(clip_model=config, pretrained=weights, head=head, short_side=None,
-                              slide_crop=0, logit_scale=logit_scale, background_threshold=0.0,
-                              templates=list(templates), text_cache_dir="", device="cpu")
+    seg = ovdense.OVSegmenter(backbone=dict(clip_model=config, pretrained=weights), head=head,
+                              preprocess=dict(short_side=None), windows=dict(crop=0),
+                              decode=dict(logit_scale=logit_scale), text_encoder=dict(templates=list(templates)),
+                              device="cpu")
     seg.set_classes(SyntheticWorld().names_file_text().strip().split("\n"))
     return seg
 

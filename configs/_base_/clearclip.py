@@ -5,22 +5,23 @@
 # Protocol (clearclip_segmentor.py defaults + configs/cfg_*.py): short side 448 everywhere,
 # sliding window 448 / stride 224, windows zero-padded (centred) to a multiple of 16,
 # softmax(50 * cos); plain class names with a literal 'background' and no synonyms.
-model = dict(
+backbone = dict(
     clip_model='ViT-B-16',
     pretrained='openai',
-    head=dict(type='clearclip'),
     pos_interp='scale_factor',
 )
-protocol = dict(
-    short_side=448,
-    slide_crop=448,
-    slide_stride=224,
+head = dict(type='clearclip')
+preprocess = dict(short_side=448)
+windows = dict(
+    crop=448,
+    stride=224,
     pad_to=16,
+)
+text_encoder = dict(templates='openai80')
+refiners = []
+decode = dict(
     logit_scale=50.0,
     background_threshold=0.0,
     area_threshold=None,
     renormalize=False,
-    pamr_steps=0,
-    pamr_dilations=(8, 16),
-    templates='openai80',
 )

@@ -11,7 +11,7 @@
 # not available to us; the SCLIP lists are used instead.
 # Datasets MaskCLIP's repo does not report (VOC21, PC60, COCO-Object, Cityscapes, ADE20K) use
 # the SCLIP protocol in their leaf configs, as the SCLIP paper's MaskCLIP re-run did.
-MASKCLIP_TEMPLATES = [
+_MASKCLIP_TEMPLATES = [
     'a bad photo of a {}.',
     'a photo of many {}.',
     'a sculpture of a {}.',
@@ -99,22 +99,23 @@ MASKCLIP_TEMPLATES = [
     'this is one {} in the scene.',
 ]
 
-model = dict(
+backbone = dict(
     clip_model='ViT-B-16',
     pretrained='openai',
-    head=dict(type='maskclip'),
     pos_interp='size',
 )
-protocol = dict(
-    short_side=512,
-    slide_crop=0,
-    slide_stride=112,
+head = dict(type='maskclip')
+preprocess = dict(short_side=512)
+windows = dict(
+    crop=0,
+    stride=112,
     pad_to=0,
+)
+text_encoder = dict(templates=_MASKCLIP_TEMPLATES)
+refiners = []
+decode = dict(
     logit_scale=40.0,
     background_threshold=0.0,
     area_threshold=None,
     renormalize=False,
-    pamr_steps=0,
-    pamr_dilations=(8, 16),
-    templates=MASKCLIP_TEMPLATES,
 )

@@ -2,7 +2,7 @@
 # Source: mc-lan/ClearCLIP configs/cfg_city_scapes.py + clearclip_segmentor.py.
 _base_ = ['../_base_/clearclip.py']
 
-protocol = dict(slide_crop=224, slide_stride=224)
+windows = dict(crop=224, stride=224)
 # ClearCLIP's list equals SCLIP's here (no synonyms): SCLIP's file is reused.
 classes = dict(names='../names/cls_city_scapes.txt', background=None)
 dataset_type = 'cityscapes'

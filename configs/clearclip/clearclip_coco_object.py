@@ -2,7 +2,7 @@
 # Source: mc-lan/ClearCLIP configs/cfg_coco_object.py + clearclip_segmentor.py.
 _base_ = ['../_base_/clearclip.py']
 
-protocol = dict(background_threshold=0.4)
+decode = dict(background_threshold=0.4)
 # 'background' + the 80 COCO names (first synonym of SCLIP's lines), no synonyms.
 classes = dict(names='../names/cls_coco_object_plain.txt', background='first')
 dataset_type = 'coco_object'

@@ -2,7 +2,9 @@
 # MaskCLIP's repo reports no ADE20K number, so this uses the SCLIP protocol (wangf3014/SCLIP configs/cfg_ade20k.py).
 _base_ = ['../_base_/maskclip.py']
 
-model = dict(pos_interp='scale_factor')  # SCLIP's codebase interpolates with scale_factor
-protocol = dict(short_side=336, slide_crop=224, slide_stride=112, templates='openai80')
+backbone = dict(pos_interp='scale_factor')  # SCLIP's codebase interpolates with scale_factor
+preprocess = dict(short_side=336)
+windows = dict(crop=224, stride=112)
+text_encoder = dict(templates='openai80')
 classes = dict(names='../names/cls_ade20k.txt', background=None)
 dataset_type = 'ade20k'

@@ -3,7 +3,9 @@
 _base_ = ['../_base_/maskclip.py']
 
 # (MaskCLIP's repo has a Cityscapes dataset config, whole image at img_scale=(1024, 512), but no number.)
-model = dict(pos_interp='scale_factor')  # SCLIP's codebase interpolates with scale_factor
-protocol = dict(short_side=560, slide_crop=224, slide_stride=112, templates='openai80')
+backbone = dict(pos_interp='scale_factor')  # SCLIP's codebase interpolates with scale_factor
+preprocess = dict(short_side=560)
+windows = dict(crop=224, stride=112)
+text_encoder = dict(templates='openai80')
 classes = dict(names='../names/cls_city_scapes.txt', background=None)
 dataset_type = 'cityscapes'

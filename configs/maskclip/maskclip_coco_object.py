@@ -2,14 +2,16 @@
 # MaskCLIP's repo reports no COCO-Object number, so this uses the SCLIP protocol (wangf3014/SCLIP configs/cfg_coco_object.py).
 _base_ = ['../_base_/maskclip.py']
 
-model = dict(pos_interp='scale_factor')  # SCLIP's codebase interpolates with scale_factor
-protocol = dict(
-    short_side=336,
-    slide_crop=224,
-    slide_stride=112,
+backbone = dict(pos_interp='scale_factor')  # SCLIP's codebase interpolates with scale_factor
+preprocess = dict(short_side=336)
+windows = dict(
+    crop=224,
+    stride=112,
+)
+text_encoder = dict(templates='openai80')
+decode = dict(
     logit_scale=50.0,
     background_threshold=0.1,
-    templates='openai80',
 )
 classes = dict(names='../names/cls_coco_object.txt', background='first')
 dataset_type = 'coco_object'

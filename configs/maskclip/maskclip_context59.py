@@ -2,6 +2,6 @@
 # own protocol (base); under the SCLIP protocol the SCLIP paper reports 26.4 [p] (methods.md §0).
 _base_ = ['../_base_/maskclip.py']
 
-protocol = dict(short_side=None, image_scale=(520, 520))  # repo: img_scale=(520, 520), long side 520
+preprocess = dict(short_side=None, image_scale=(520, 520))  # repo: img_scale=(520, 520), long side 520
 classes = dict(names='../names/cls_context59.txt', background=None)
 dataset_type = 'context59'

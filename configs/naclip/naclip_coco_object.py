@@ -2,6 +2,6 @@
 # Source: sinahmr/NACLIP configs/cfg_coco_object.py (+ naclip.py defaults); pamr_steps=0 gives the no-PAMR row.
 _base_ = ['../_base_/naclip.py']
 
-protocol = dict(background_threshold=0.1)
+decode = dict(background_threshold=0.1)
 classes = dict(names='../names/cls_coco_object.txt', background='first')
 dataset_type = 'coco_object'

@@ -2,6 +2,6 @@
 # Source: sinahmr/NACLIP configs/cfg_voc20.py (+ naclip.py defaults); pamr_steps=0 gives the no-PAMR row.
 _base_ = ['../_base_/naclip.py']
 
-protocol = dict(slide_crop=0)
+windows = dict(crop=0)
 classes = dict(names='../names/cls_voc20.txt', background=None)
 dataset_type = 'voc20'

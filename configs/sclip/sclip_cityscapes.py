@@ -2,6 +2,6 @@
 # Source: wangf3014/SCLIP configs/cfg_city_scapes.py (+ clip_segmentor.py defaults).
 _base_ = ['../_base_/sclip.py']
 
-protocol = dict(short_side=560)
+preprocess = dict(short_side=560)
 classes = dict(names='../names/cls_city_scapes.txt', background=None)
 dataset_type = 'cityscapes'

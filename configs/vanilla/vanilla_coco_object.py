@@ -2,6 +2,6 @@
 # Protocol: SCLIP's, wangf3014/SCLIP configs/cfg_coco_object.py.
 _base_ = ['../_base_/vanilla.py']
 
-protocol = dict(logit_scale=50.0, background_threshold=0.1)
+decode = dict(logit_scale=50.0, background_threshold=0.1)
 classes = dict(names='../names/cls_coco_object.txt', background='first')
 dataset_type = 'coco_object'

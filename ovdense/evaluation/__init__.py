@@ -14,7 +14,6 @@ __all__ = [
     "evaluate_coco",
     "evaluate_semantic",
     "metrics_from_confusion",
-    "register_cli",
 ]
 
 
@@ -28,8 +27,4 @@ def __getattr__(name: str):
         from ovdense.evaluation.coco import evaluate_coco
 
         return evaluate_coco
-    if name == "register_cli":
-        from ovdense.evaluation.cli import register_cli
-
-        return register_cli
     raise AttributeError(f"module 'ovdense.evaluation' has no attribute {name!r}")

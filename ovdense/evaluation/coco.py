@@ -26,7 +26,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ovdense.evaluation.miou import SemanticEvaluator, SemanticMetrics
-from ovdense.instances import Detections, build_instances, is_background_name
+from ovdense.proposals import build_instances
+from ovdense.structures import Detections
+from ovdense.text.vocabulary import is_background_name
 
 __all__ = [
     "CocoEvalResult",
@@ -296,7 +298,7 @@ def evaluate_coco(
         image_dir: folder holding the images named by ``file_name``.
         classes_file: optional name file (see :func:`build_coco_vocabulary`).
         background: add a background class 0 (mapped to no category).
-        strategy: instance strategy name in :data:`ovdense.instances.INSTANCE_STRATEGIES`.
+        strategy: proposal source name in :data:`ovdense.registry.PROPOSALS`.
         strategy_options: keyword options for the strategy (e.g. ``{"min_area": 16}``).
         iou_types: any of ``"bbox"``, ``"segm"``.
         semantic: also compute mIoU against the GT instances painted into label maps.
@@ -344,7 +346,7 @@ def _evaluate_coco(segmenter, ann_file, image_dir, classes_file, background, str
         img_ids = img_ids[: max(int(limit), 0)]
     evaluator = SemanticEvaluator(len(vocab.prompts), class_names=vocab.prompts) if semantic else None
     cat_to_label = vocab.cat_to_label()
-    options = {"background": vocab.background, **(strategy_options or {})}
+    options = dict(strategy_options or {})
     results: list[dict] = []
     for img_id in tqdm(img_ids[dist_info.rank::dist_info.world_size], disable=not progress or dist_info.rank != 0,
                        desc="eval coco"):

@@ -1,28 +1,42 @@
-"""The shared last-block computation of every dense head.
+"""The contract of a dense head, and the last-block computation most heads share.
 
-A head decides how the last block mixes its values (``mix``) and whether the block's
-residual connection and MLP are kept; this module owns the rest once:
+A head turns the :class:`BlockView` of CLIP's last block (and, if it declares them in
+``requires``, auxiliary features such as DINO's) into :class:`DenseFeatures`: projected,
+L2-normalised patch features on the head's own grid.
+
+The training-free heads decide only how the last block mixes its values (``mix``) and
+whether the block's residual connection and MLP are kept; this module owns the rest once:
 
     z = ls_1(out_proj(concat_heads(mix(view))))
     z = z + view.x            if keep_residual
     z = z + ls_2(mlp(ln_2 z)) if keep_ffn
-    f = ln_post(z) @ proj     (CLIPBackbone.project)
+    f = normalise(ln_post(z) @ proj)      (CLIPBackbone.project, DenseFeatures.from_tokens)
+
+Heads that borrow other models (ProxyCLIP, Trident, CLIP-DINOiser) override
+:meth:`forward` and read ``aux[name]`` for every ``name`` in ``requires``.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 from ..backbones.clip import BlockView, CLIPBackbone
+from ..structures import DenseFeatures
 
 
 class Head(nn.Module):
-    """Base class of dense heads; subclasses implement :meth:`mix`."""
+    """Base class of dense heads; training-free subclasses implement :meth:`mix`.
+
+    Attributes:
+        requires: names of the auxiliary feature providers (``features=`` of the segmenter)
+            whose outputs :meth:`forward` reads from ``aux``.
+    """
 
     keep_residual: bool = True
     keep_ffn: bool = True
+    requires: Tuple[str, ...] = ()
 
     def mix(self, view: BlockView, aux: Optional[Mapping[str, torch.Tensor]] = None) -> torch.Tensor:
         """Return the attended values ``[B, heads, N, d]`` (attention weights times ``v``)."""
@@ -33,7 +47,13 @@ class Head(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} does not expose explicit attention weights")
 
     def forward(self, view: BlockView, backbone: CLIPBackbone,
-                aux: Optional[Mapping[str, torch.Tensor]] = None) -> torch.Tensor:
+                aux: Optional[Mapping[str, torch.Tensor]] = None) -> DenseFeatures:
+        """Dense features of the windows in ``view``: ``[B, D, h, w]``, normalised."""
+        tokens = backbone.project(self.tokens(view, backbone, aux)[:, 1:])
+        return DenseFeatures.from_tokens(tokens, view.grid)
+
+    def tokens(self, view: BlockView, backbone: CLIPBackbone,
+               aux: Optional[Mapping[str, torch.Tensor]] = None) -> torch.Tensor:
         """Tokens leaving the last block ``[B, N, C]`` (CLS first), before ``ln_post``."""
         return self.finish(view, backbone, self.mix(view, aux))
 

@@ -12,7 +12,7 @@ from ..registry import HEADS
 from .base import Head
 
 
-@HEADS.register("clearclip")
+@HEADS.register_module("clearclip")
 class ClearCLIPHead(Head):
     keep_residual = False
     keep_ffn = False
@@ -24,7 +24,7 @@ class ClearCLIPHead(Head):
         return ((view.q @ view.q.transpose(-1, -2)) * view.scale).softmax(-1)
 
 
-@HEADS.register("clearclip_repo_default")
+@HEADS.register_module("clearclip_repo_default")
 class ClearCLIPRepoDefaultHead(ClearCLIPHead):
     """What ClearCLIP's ``configs/base_config.py`` evaluates: q-k attention, no residual, no MLP."""
 

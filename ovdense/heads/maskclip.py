@@ -12,7 +12,7 @@ from ..registry import HEADS
 from .base import Head
 
 
-@HEADS.register("maskclip")
+@HEADS.register_module("maskclip")
 class MaskCLIPHead(Head):
     keep_residual = True
     keep_ffn = True

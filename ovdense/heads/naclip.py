@@ -27,7 +27,7 @@ def gaussian_addition(grid: Tuple[int, int], std: float, dtype=torch.float32, de
     return out.to(dtype=dtype, device=device)
 
 
-@HEADS.register("naclip")
+@HEADS.register_module("naclip")
 class NACLIPHead(Head):
     """Args: gaussian_std: sigma of the neighbourhood window in patches (paper: 5)."""
 

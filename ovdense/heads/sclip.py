@@ -11,7 +11,7 @@ from ..registry import HEADS
 from .base import Head
 
 
-@HEADS.register("sclip")
+@HEADS.register_module("sclip")
 class SCLIPHead(Head):
     keep_residual = True
     keep_ffn = True

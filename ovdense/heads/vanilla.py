@@ -7,7 +7,7 @@ from ..registry import HEADS
 from .base import Head
 
 
-@HEADS.register("vanilla")
+@HEADS.register_module("vanilla")
 class VanillaHead(Head):
     """Unmodified CLIP attention ``softmax(q k^T / sqrt(d)) v``; reproduces open_clip's forward."""
 

@@ -58,11 +58,15 @@ def palette(num_classes: int) -> np.ndarray:
 
 
 def write_label_png(path: str, label_map: np.ndarray, num_classes: int) -> None:
-    """A palette PNG (<= 256 classes) or a 16-bit grey PNG of class indices."""
+    """A palette PNG (<= 255 classes) or a 16-bit grey PNG of class indices.
+
+    Unlabelled pixels (-1) are written as 255 (the usual ignore value) in palette PNGs and
+    as 65535 in 16-bit ones.
+    """
     from PIL import Image
 
     with atomic_path(path) as tmp:
-        if num_classes <= 256:
+        if num_classes <= 255:
             img = Image.fromarray(label_map.astype(np.uint8), mode="P")
             pal = np.zeros((256, 3), dtype=np.uint8)
             pal[:num_classes] = palette(num_classes)
@@ -77,10 +81,11 @@ def write_label_png(path: str, label_map: np.ndarray, num_classes: int) -> None:
 
 def overlay(image: np.ndarray, label_map: np.ndarray, num_classes: int, alpha: float = 0.5,
             skip: Sequence[int] = ()) -> np.ndarray:
-    """Blend class colours over an RGB image; classes in ``skip`` (e.g. background) stay clear."""
-    colours = palette(max(num_classes, 1)).astype(np.float32)[label_map]
+    """Blend class colours over an RGB image; classes in ``skip`` (e.g. background) and
+    unlabelled pixels (negative labels) stay clear."""
+    colours = palette(max(num_classes, 1)).astype(np.float32)[np.clip(label_map, 0, None)]
     out = image.astype(np.float32)
-    mask = np.ones(label_map.shape, dtype=bool)
+    mask = label_map >= 0
     for c in skip:
         mask &= label_map != c
     out[mask] = (1 - alpha) * out[mask] + alpha * colours[mask]

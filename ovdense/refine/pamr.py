@@ -20,6 +20,9 @@ from typing import List, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..registry import REFINERS
+from .base import Refiner
+
 _OFFSETS: Tuple[Tuple[int, int], ...] = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
 
@@ -105,3 +108,32 @@ def pamr_stacked(image: torch.Tensor, logits: torch.Tensor, num_iter: int = 10,
     for _ in range(num_iter):
         mask = (stack(mask, False) * aff).sum(2)
     return mask.to(logits.dtype)
+
+
+@REFINERS.register_module("pamr")
+class PAMR(Refiner):
+    """PAMR as a refiner stage: ``refiners=[dict(type="pamr", steps=10, dilations=(8, 16))]``.
+
+    Each iteration reads neighbours up to ``max(dilations)`` pixels away, so a band needs
+    ``steps * max(dilations)`` rows of context on each side (replicate padding is applied
+    only at the image's true borders).
+    """
+
+    def __init__(self, steps: int = 10, dilations: Sequence[int] = (8, 16)) -> None:
+        super().__init__()
+        if steps < 0:
+            raise ValueError(f"pamr: steps must be >= 0, got {steps}")
+        if not dilations or any(int(d) < 1 for d in dilations):
+            raise ValueError(f"pamr: dilations must be positive integers, got {dilations}")
+        self.steps = int(steps)
+        self.dilations = tuple(int(d) for d in dilations)
+
+    @property
+    def halo_rows(self) -> int:
+        return self.steps * max(self.dilations)
+
+    def forward(self, logits: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        return pamr(guide[None], logits[None], self.steps, self.dilations)[0]
+
+    def extra_repr(self) -> str:
+        return f"steps={self.steps}, dilations={self.dilations}"

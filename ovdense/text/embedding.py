@@ -4,6 +4,9 @@ For every query: encode all templates, L2-normalise each, average, L2-normalise 
 (the reference methods' recipe). Embeddings are cached per query under a key made of the
 model name, a fingerprint of the text tower's weights and the template set, so a
 repeated class list costs nothing and a new one only encodes its new queries.
+
+An embedder may be shared by threads: its cache is guarded by a lock, and the text tower
+runs outside it.
 """
 from __future__ import annotations
 
@@ -11,12 +14,14 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from ..backbones.clip import CLIPBackbone
+from .templates import TemplateSpec, resolve_templates
 
 logger = logging.getLogger(__name__)
 
@@ -27,23 +32,26 @@ def default_cache_dir() -> str:
 
 
 class TextEmbedder:
-    """Encodes queries with a CLIP text tower; caches per query.
+    """Encodes queries with a CLIP text tower; caches per query (config section ``text``).
 
     Args:
         backbone: the CLIP model.
-        templates: tuple of ``str.format`` patterns (see :func:`resolve_templates`).
-        cache_dir: directory of the disk cache, or None to keep the cache in memory only.
+        templates: ``"openai80"``, ``"simple"``, ``"none"`` or a list of ``str.format``
+            patterns (see :func:`resolve_templates`).
+        cache_dir: directory of the disk cache; None = :func:`default_cache_dir`, ``""`` =
+            memory only.
         batch_size: prompts per text-encoder call.
     """
 
-    def __init__(self, backbone: CLIPBackbone, templates: Sequence[str], cache_dir: Optional[str] = None,
-                 batch_size: int = 256) -> None:
+    def __init__(self, backbone: CLIPBackbone, templates: TemplateSpec = "openai80",
+                 cache_dir: Optional[str] = None, batch_size: int = 256) -> None:
         self.backbone = backbone
-        self.templates = tuple(templates)
-        self.cache_dir = cache_dir
-        self.batch_size = batch_size
+        self.templates = resolve_templates(templates)
+        self.cache_dir = default_cache_dir() if cache_dir is None else (cache_dir or None)
+        self.batch_size = int(batch_size)
         self._memory: Dict[str, torch.Tensor] = {}
         self._disk_loaded = False
+        self._lock = threading.RLock()
         self.encoded_queries = 0  # how many queries went through the text encoder (for tests/benchmarks)
 
     @property
@@ -102,16 +110,20 @@ class TextEmbedder:
 
     def __call__(self, queries: Sequence[str]) -> torch.Tensor:
         """``[Q, D]`` float32 L2-normalised embeddings, on CPU."""
-        self._load_disk()
-        missing = list(dict.fromkeys(q for q in queries if q not in self._memory))
+        with self._lock:
+            self._load_disk()
+            missing = list(dict.fromkeys(q for q in queries if q not in self._memory))
         if missing:
             emb = self._encode(missing).cpu()
-            for q, e in zip(missing, emb):
-                self._memory[q] = e
-            self.encoded_queries += len(missing)
-            self._save_disk()
-        return torch.stack([self._memory[q] for q in queries])
+            with self._lock:
+                for q, e in zip(missing, emb):
+                    self._memory.setdefault(q, e)
+                self.encoded_queries += len(missing)
+                self._save_disk()
+        with self._lock:
+            return torch.stack([self._memory[q] for q in queries])
 
     def cached(self, queries: Sequence[str]) -> Tuple[bool, ...]:
-        self._load_disk()
-        return tuple(q in self._memory for q in queries)
+        with self._lock:
+            self._load_disk()
+            return tuple(q in self._memory for q in queries)

@@ -48,12 +48,25 @@ class Vocabulary:
             raise ValueError(f"class {empty[0]} has no name")
         if not groups:
             raise ValueError("the vocabulary is empty")
+        seen: dict = {}
+        for i, g in enumerate(groups):
+            key = g[0].lower()
+            if key in seen:
+                raise ValueError(f"duplicate class name {g[0]!r} (classes {seen[key]} and {i}): two classes with "
+                                 f"one name cannot be told apart in the results; merge their synonyms into one line")
+            seen[key] = i
         queries = tuple(q for g in groups for q in g)
         q2c = tuple(i for i, g in enumerate(groups) for _ in g)
         return cls(tuple(g[0] for g in groups), queries, q2c, has_background, tuple(groups))
 
     def to_lines(self, sep: str = ", ") -> List[str]:
         return [sep.join(g) for g in self.synonyms]
+
+
+def is_background_name(name: str) -> bool:
+    """True when the first synonym of a name-file line is ``background`` (any case)."""
+    first = name.replace(";", ",").split(",")[0].strip().lower()
+    return first == "background"
 
 
 def split_synonyms(line: str) -> List[str]:

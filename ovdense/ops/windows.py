@@ -7,6 +7,7 @@ image has the same size and all of them run as one batch.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import List, Tuple
 
 import torch
@@ -57,3 +58,37 @@ def stitch(window_logits: torch.Tensor, boxes: List[Box], size: Tuple[int, int])
         out[:, y1:y2, x1:x2] += logit
         count[:, y1:y2, x1:x2] += 1
     return out / count
+
+
+@dataclass(frozen=True)
+class SlidingWindows:
+    """Where the backbone looks: the window plan of a resized image (config ``windows=dict(...)``).
+
+    Args:
+        crop: window side in pixels of the resized image; 0 runs one pass over the whole image.
+        stride: step between windows.
+        pad_to: zero-pad each window, centred, to a multiple of this (ClearCLIP: the patch
+            size; 0 = none, the patch embedding floors leftover pixels as SCLIP/NACLIP do).
+    """
+
+    crop: int = 224
+    stride: int = 112
+    pad_to: int = 0
+
+    def __post_init__(self) -> None:
+        if self.crop < 0 or (self.crop > 0 and self.stride <= 0):
+            raise ValueError(f"windows: crop must be >= 0 and stride > 0, got crop={self.crop}, stride={self.stride}")
+        if self.pad_to < 0:
+            raise ValueError(f"windows: pad_to must be >= 0, got {self.pad_to}")
+
+    @property
+    def whole(self) -> bool:
+        return self.crop <= 0
+
+    def plan(self, size: Tuple[int, int]) -> Tuple[List[Box], Tuple[int, int, int, int]]:
+        """``(boxes, pad)`` for an image of ``size``: window boxes and the padding of every window."""
+        boxes = window_boxes(size[0], size[1], self.crop, self.stride)
+        if self.whole:
+            return boxes, (0, 0, 0, 0)
+        y1, y2, x1, x2 = boxes[0]
+        return boxes, centred_padding(y2 - y1, x2 - x1, self.pad_to)

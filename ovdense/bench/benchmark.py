@@ -37,20 +37,22 @@ import torch
 import torch.nn.functional as F
 
 import ovdense
-from ovdense import roofline
+from ovdense.bench import roofline
 from ovdense.io.writers import atomic_path, write_json
-from ovdense.postprocess import decode
-from ovdense.predictor import resolve_dtype
+from ovdense.ops.bilinear import resize_rows
+from ovdense.ops.windows import centred_padding, crop_windows, window_boxes
 from ovdense.refine import pamr_stacked
-from ovdense.windows import crop_windows, window_boxes
+from ovdense.runtime import resolve_device, resolve_dtype, synchronize
 
 # Each head's default protocol (SCLIP/NACLIP/ClearCLIP/MaskCLIP papers; see configs/).
 PROTOCOLS: Dict[str, dict] = {
-    "vanilla": dict(short_side=336, slide_crop=224, slide_stride=112),
-    "maskclip": dict(short_side=512, slide_crop=0, pos_interp="size"),
-    "sclip": dict(short_side=336, slide_crop=224, slide_stride=112),
-    "clearclip": dict(short_side=448, slide_crop=448, slide_stride=224, pad_to=16, logit_scale=50.0),
-    "naclip": dict(short_side=336, slide_crop=224, slide_stride=112, pamr_steps=10, renormalize=True),
+    "vanilla": dict(preprocess=dict(short_side=336), windows=dict(crop=224, stride=112)),
+    "maskclip": dict(preprocess=dict(short_side=512), windows=dict(crop=0), pos_interp="size"),
+    "sclip": dict(preprocess=dict(short_side=336), windows=dict(crop=224, stride=112)),
+    "clearclip": dict(preprocess=dict(short_side=448), windows=dict(crop=448, stride=224, pad_to=16),
+                      decode=dict(logit_scale=50.0)),
+    "naclip": dict(preprocess=dict(short_side=336), windows=dict(crop=224, stride=112),
+                   refiners=[dict(type="pamr", steps=10, dilations=(8, 16))], decode=dict(renormalize=True)),
 }
 VOC21 = ["sky, wall, tree, wood, grass, road, sea, river, mountain, sands, desk, bed, building, cloud, lamp, door, "
          "window, wardrobe, ceiling, shelf, curtain, stair, floor, hill, rail, fence", "aeroplane", "bicycle", "bird",
@@ -93,22 +95,23 @@ def plain_baseline(seg: ovdense.OVSegmenter, image: np.ndarray, classes) -> Dict
     timings = {}
     t0 = time.perf_counter()
     vocab = ovdense.build_vocabulary(classes, background="first")
-    text = seg._text_features
+    text = seg.encoded_vocabulary.text
     t1 = time.perf_counter()
     x = seg.preprocess(image)
     h, w = x.shape[-2:]
-    boxes = window_boxes(h, w, seg.slide_crop, seg.slide_stride)
+    crop_size, whole = seg.windows.crop, seg.windows.whole
+    boxes = window_boxes(h, w, crop_size, seg.windows.stride)
     preds = torch.zeros(len(vocab.queries), h, w, device=seg.device)
     count = torch.zeros(1, h, w, device=seg.device)
     ori = image.shape[:2]
     for y1, y2, x1, x2 in boxes:
         crop = x[None, :, y1:y2, x1:x2]
-        pad = seg._windows((y2 - y1, x2 - x1))[1] if seg.slide_crop > 0 else (0, 0, 0, 0)
+        pad = (0, 0, 0, 0) if whole else centred_padding(y2 - y1, x2 - x1, seg.windows.pad_to)
         if any(pad):
             crop = F.pad(crop, pad)
         feats = reference_features(seg, crop)
         logit = torch.einsum("bdhw,qd->bqhw", feats, text)
-        if seg.slide_crop <= 0:
+        if whole:
             preds = F.interpolate(logit, size=ori, mode="bilinear")[0]
             break
         logit = F.interpolate(logit, size=crop.shape[-2:], mode="bilinear")
@@ -116,17 +119,17 @@ def plain_baseline(seg: ovdense.OVSegmenter, image: np.ndarray, classes) -> Dict
         logit = logit[:, :, t:t + y2 - y1, l:l + x2 - x1]
         preds += F.pad(logit, (x1, w - x2, y1, h - y2))[0]
         count[:, y1:y2, x1:x2] += 1
-    if seg.slide_crop > 0:
+    if not whole:
         preds = F.interpolate((preds / count)[None], size=ori, mode="bilinear")[0]
-    roofline.synchronize(seg.device)
+    synchronize(seg.device)
     t2 = time.perf_counter()
     logits = preds
-    if seg.pamr_steps > 0:
+    for refiner in seg.refiners:  # the protocols' only refiner is PAMR
         guide = F.interpolate(x[None], size=ori, mode="bilinear")
-        logits = pamr_stacked(guide, preds[None], seg.pamr_steps, seg.pamr_dilations)[0]
-    _, labels = decode(logits, torch.tensor(vocab.query_to_class, device=seg.device), vocab.num_classes,
-                       seg.logit_scale, seg.background_threshold, seg.area_threshold, seg.renormalize)
-    roofline.synchronize(seg.device)
+        logits = pamr_stacked(guide, logits[None], refiner.steps, refiner.dilations)[0]
+    _, labels = seg.decoder(logits, torch.tensor(vocab.query_to_class, device=seg.device), vocab.num_classes,
+                            has_background=True)
+    synchronize(seg.device)
     t3 = time.perf_counter()
     timings.update(text=(t1 - t0) * 1e3, image=(t2 - t1) * 1e3, refine_decode=(t3 - t2) * 1e3)
     return {"logits": preds, "labels": labels.cpu().numpy(), "timings": timings}
@@ -137,10 +140,10 @@ def _best_ms(fn, repeats: int, device: torch.device):
     least disturbed run on a shared machine; returns (ms, last output)."""
     times, out = [], None
     for _ in range(max(1, repeats)):
-        roofline.synchronize(device)
+        synchronize(device)
         t0 = time.perf_counter()
         out = fn()
-        roofline.synchronize(device)
+        synchronize(device)
         times.append((time.perf_counter() - t0) * 1e3)
     return float(min(times)), out
 
@@ -153,21 +156,27 @@ def stage_times(seg: ovdense.OVSegmenter, image: np.ndarray, feats, repeats: int
 
     def windows():
         x = seg.preprocess(image)
-        boxes, pad, _ = seg._windows(tuple(x.shape[-2:]))
+        boxes, pad = seg.windows.plan(tuple(x.shape[-2:]))
         return crop_windows(x, boxes, pad)
 
     crops = windows()
     out: Dict[str, float] = {}
     out["windows"], crops = _best_ms(windows, repeats, dev)
     out["backbone"], view = _best_ms(lambda: seg.backbone.prefix(crops), repeats, dev)
-    out["head"], _ = _best_ms(
-        lambda: seg._feature_map(seg.backbone.project(seg.head(view, seg.backbone)[:, 1:]), view.grid), repeats, dev)
+    out["head"], _ = _best_ms(lambda: seg.head(view, seg.backbone), repeats, dev)
     out["logits"], logits = _best_ms(lambda: seg.query_logits(feats), repeats, dev)
-    out["refine"], refined = _best_ms(lambda: seg.refine(logits, feats), repeats, dev)
-    vocab = seg.vocabulary
+
+    def refine():
+        refined = logits
+        guide = resize_rows(feats.guide, tuple(logits.shape[-2:]), 0, logits.shape[-2])
+        for refiner in seg.refiners:
+            refined = refiner(refined, guide)
+        return refined
+
+    out["refine"], refined = _best_ms(refine, repeats, dev)
+    enc = seg.encoded_vocabulary
     out["decode"], _ = _best_ms(
-        lambda: decode(refined, seg._query_to_class, vocab.num_classes, seg.logit_scale, seg.background_threshold,
-                       seg.area_threshold, seg.renormalize)[1].cpu(), repeats, dev)
+        lambda: seg.decoder(refined, enc.query_to_class, enc.vocabulary.num_classes, True)[1].cpu(), repeats, dev)
     return out
 
 
@@ -223,7 +232,7 @@ def backbone_roofline(seg: ovdense.OVSegmenter, windows: int, window_size, image
 
 def run(args) -> Dict[str, object]:
     torch.manual_seed(0)
-    device = ovdense.predictor.resolve_device(args.device)
+    device = resolve_device(args.device)
     size = tuple(int(v) for v in args.size.split("x"))
     image = np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
     pretrained = None if args.pretrained in (None, "none") else args.pretrained
@@ -231,7 +240,8 @@ def run(args) -> Dict[str, object]:
     dtypes = list(dict.fromkeys(resolve_dtype(d, device) for d in args.dtype))
     backbones = {dt: backbone if dt == torch.float32 else copy.deepcopy(backbone).to(dtype=dt) for dt in dtypes}
     # Text encoding does not depend on the head: time it once, cold (no cache) and cached.
-    probe = ovdense.OVSegmenter(backbone=backbone, head="vanilla", device=device, dtype="fp32", text_cache_dir="")
+    probe = ovdense.OVSegmenter(backbone=backbone, head="vanilla", device=device, dtype="fp32",
+                                text_encoder=dict(cache_dir=""))
     t0 = time.perf_counter()
     probe.set_classes(VOC21, background="first")
     text_cold = (time.perf_counter() - t0) * 1e3
@@ -248,7 +258,7 @@ def run(args) -> Dict[str, object]:
         bb = backbones[dt]
         bb.pos_interp = proto.pop("pos_interp", "scale_factor")
         bb._pe_cache.clear()
-        seg = ovdense.OVSegmenter(backbone=bb, head=head, device=device, dtype=dt, text_cache_dir="",
+        seg = ovdense.OVSegmenter(backbone=bb, head=head, device=device, dtype=dt, text_encoder=dict(cache_dir=""),
                                   batch_size=args.window_batch or 1024, **proto)
         seg.text = probe.text  # share the in-memory text cache
         seg.set_classes(VOC21, background="first")

@@ -22,7 +22,7 @@ __all__ = ["add_coco_args", "add_semantic_args", "main_coco", "main_semantic", "
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     """Options shared by both commands (the model options are the same as ``ovdense segment``'s)."""
-    from ovdense.cli import add_model_options
+    from ovdense.cli.main import add_model_options
 
     add_model_options(p)
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
@@ -72,7 +72,7 @@ def register_cli(subparsers: Any) -> None:
 
 def _build_segmenter(args: argparse.Namespace) -> Any:
     """The segmenter of ``--config`` with the command-line overrides (one GPU per rank under torchrun)."""
-    from ovdense.cli import build_segmenter_from_args
+    from ovdense.cli.main import build_segmenter_from_args
 
     if not Path(args.config).is_file():
         raise SystemExit(f"error: config file not found: {args.config}")

@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
-from .io.images import IMAGE_EXTENSIONS, ImageLoadError, load_image
-from .evaluation.meta import collect_versions
-from .io.writers import write_json, write_label_png, write_overlay_jpg
+from ..io.images import IMAGE_EXTENSIONS, ImageLoadError, load_image
+from ..evaluation.meta import collect_versions
+from ..io.writers import write_json, write_label_png, write_overlay_jpg
 
 logger = logging.getLogger(__name__)
 

@@ -16,16 +16,16 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda:0, ...")
     p.add_argument("--dtype", default="fp32", help="fp32, fp16, bf16 or auto")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override config entries, e.g. protocol.logit_scale=50 model.head.gaussian_std=3")
+                   help="override config entries, e.g. decode.logit_scale=50 head.gaussian_std=3 windows.crop=0")
 
 
 def build_segmenter_from_args(args, classes=None, background=None):
     """Config + CLI overrides -> OVSegmenter (classes set)."""
     from mmengine.config import DictAction
 
-    from .config import load_config, segmenter_from_config
+    from ..config import load_config, segmenter_from_config
 
-    from .distributed import env_world
+    from ..distributed import env_world
 
     _, world, local = env_world()
     if world > 1 and args.device in ("auto", "cuda"):
@@ -38,12 +38,14 @@ def build_segmenter_from_args(args, classes=None, background=None):
         parsed = argparse.Namespace()
         DictAction(option_strings=[], dest="o")(None, parsed, args.cfg_options)
         cfg.merge_from_dict(parsed.o)
+    backbone = dict(cfg.get("backbone") or {})
     if getattr(args, "clip_model", None):
-        cfg.model.clip_model = args.clip_model
+        backbone["clip_model"] = args.clip_model
     if getattr(args, "pretrained", None):
-        cfg.model.pretrained = args.pretrained
+        backbone["pretrained"] = args.pretrained
+    cfg.backbone = backbone
     if getattr(args, "head", None):
-        cfg.model.head = dict(type=args.head)
+        cfg.head = dict(type=args.head)
     return segmenter_from_config(cfg, classes=classes, background=background, device=args.device, dtype=args.dtype)
 
 
@@ -58,8 +60,8 @@ def _classes_from_args(args):
 
 
 def cmd_segment(args) -> int:
-    from .distributed import barrier, init_distributed, shutdown
-    from .folder import merge_rank_records, segment_folder
+    from ..distributed import barrier, init_distributed, shutdown
+    from ..apps.folder import merge_rank_records, segment_folder
 
     classes = _classes_from_args(args)
     background = args.background
@@ -121,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=None)  # dispatched in main() so that all its options pass through
 
     try:
-        from .evaluation.cli import register_cli
+        from .evaluate import register_cli
     except ImportError:
         register_cli = None
     if register_cli is not None:
@@ -133,7 +135,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["benchmark"]:
-        from .benchmark import main as benchmark_main
+        from ..bench.benchmark import main as benchmark_main
 
         return benchmark_main(argv[1:])
     args = build_parser().parse_args(argv)

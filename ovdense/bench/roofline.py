@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .backbones.clip import CLIPBackbone
+from ..backbones.clip import CLIPBackbone
+from ..runtime import synchronize
 
 #: Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, TFLOP/s, matched
 #: against ``torch.cuda.get_device_name`` in order (first match wins).
@@ -52,12 +53,6 @@ def backbone_flops(backbone: CLIPBackbone, input_size: Tuple[int, int], batch: i
         flops += _linear_flops(blk.mlp, n)
     flops += 2 * n * width * 3 * width  # the last block's qkv (BlockView)
     return int(batch * flops)
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued CUDA work (timings); nothing to do on CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def backbone_matmul_shape(backbone: CLIPBackbone, input_size: Tuple[int, int], batch: int) -> Tuple[int, int, int]:

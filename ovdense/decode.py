@@ -1,0 +1,125 @@
+"""From per-query cosine logits to class probabilities and a label map (methods.md section 1).
+
+The :class:`Decoder` is the config's ``decode=dict(...)`` section. Its steps work on any band
+of pixels, so the segmenter can decode a full-resolution image band by band:
+
+1. :meth:`Decoder.probabilities`: ``softmax(logit_scale * logits)`` over all queries, synonyms
+   included, then the max over each class's synonyms;
+2. :meth:`Decoder.area_keep` (SCLIP's area rule, needs the whole image's argmax areas):
+   classes whose area is at most ``area_threshold`` of the area it is measured against get
+   probability 0;
+3. :meth:`Decoder.labels`: argmax; pixels whose max probability is below
+   ``background_threshold`` become the background class 0 when the vocabulary has one,
+   else :data:`~ovdense.structures.UNLABELLED`;
+4. :meth:`Decoder.scores`: ``renormalize`` (NACLIP) divides the returned probabilities by
+   their sum over classes, after the labels are decided.
+
+Background semantics: only a vocabulary that *has* a background class (``has_background``)
+lets the threshold and the area rule fall back to class 0. Without one, no class is
+special, so the labels do not depend on the order of the classes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+
+from .structures import UNLABELLED
+
+
+def synonym_max(probs: torch.Tensor, query_to_class: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Max over each class's queries: ``[Q, ...] -> [C, ...]``."""
+    if probs.shape[0] == num_classes:
+        return probs
+    index = query_to_class.view(-1, *([1] * (probs.ndim - 1))).expand_as(probs)
+    out = probs.new_full((num_classes,) + tuple(probs.shape[1:]), float("-inf"))
+    return out.scatter_reduce(0, index, probs, reduce="amax", include_self=True)
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """Probabilities, thresholds and labels (config section ``decode``).
+
+    Args:
+        logit_scale: temperature of the softmax over queries.
+        background_threshold: pixels whose max class probability is below it get the
+            background class (with a background class) or UNLABELLED (without); 0 = off.
+        area_threshold: SCLIP's area rule (None = off): a class whose argmax area is at most
+            this fraction of the foreground area (all pixels, without a background class)
+            is removed.
+        renormalize: divide the returned probabilities by their sum (NACLIP).
+    """
+
+    logit_scale: float = 40.0
+    background_threshold: float = 0.0
+    area_threshold: Optional[float] = None
+    renormalize: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.background_threshold <= 1.0:
+            raise ValueError(f"decode: background_threshold must lie in [0, 1], got {self.background_threshold}")
+        if self.area_threshold is not None and not 0.0 <= self.area_threshold < 1.0:
+            raise ValueError(f"decode: area_threshold must lie in [0, 1) or be None, got {self.area_threshold}")
+
+    def probabilities(self, logits: torch.Tensor, query_to_class: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """Query cosines ``[Q, ...]`` -> class probabilities ``[C, ...]`` (float32)."""
+        probs = torch.softmax(logits.float() * self.logit_scale, dim=0)
+        return synonym_max(probs, query_to_class, num_classes)
+
+    def area_keep(self, areas: torch.Tensor, has_background: bool) -> Optional[torch.Tensor]:
+        """``[C]`` 0/1 weights of the area rule from the whole image's argmax ``areas``; None when off."""
+        if self.area_threshold is None:
+            return None
+        areas = areas.double()
+        if has_background:
+            areas = areas.clone()
+            areas[0] = 0  # the background class is exempt and not part of the measure
+        keep = (areas > self.area_threshold * areas.sum()).float()
+        if has_background:
+            keep[0] = 1
+        return keep
+
+    def labels(self, probs: torch.Tensor, has_background: bool,
+               keep: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(probs, labels)``: probabilities after the area rule, and int64 labels.
+
+        A pixel whose every class was removed by the area rule is UNLABELLED without a
+        background class (with one, the background keeps its probability).
+        """
+        if keep is not None:
+            probs = probs * keep.to(probs.device).view(-1, *([1] * (probs.ndim - 1)))
+        labels = probs.argmax(dim=0)
+        max_prob = probs.amax(dim=0)
+        low = max_prob < self.background_threshold
+        if has_background:
+            labels = labels.masked_fill(low, 0)
+        else:
+            labels = labels.masked_fill(low | (max_prob <= 0), UNLABELLED)
+        return probs, labels
+
+    def scores(self, probs: torch.Tensor) -> torch.Tensor:
+        """The returned probabilities: renormalised over classes when ``renormalize``."""
+        if not self.renormalize:
+            return probs
+        total = probs.sum(dim=0, keepdim=True)
+        return probs / torch.where(total > 0, total, torch.ones_like(total))
+
+    def __call__(self, logits: torch.Tensor, query_to_class: torch.Tensor, num_classes: int,
+                 has_background: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """All steps on one whole map ``[Q, H, W]``: ``(scores [C, H, W], labels [H, W])``."""
+        probs = self.probabilities(logits, query_to_class, num_classes)
+        keep = None
+        if self.area_threshold is not None:
+            areas = torch.bincount(probs.argmax(dim=0).flatten(), minlength=num_classes)
+            keep = self.area_keep(areas, has_background)
+        probs, labels = self.labels(probs, has_background, keep)
+        return self.scores(probs), labels
+
+
+def decode(logits: torch.Tensor, query_to_class: torch.Tensor, num_classes: int, logit_scale: float,
+           background_threshold: float = 0.0, area_threshold: Optional[float] = None,
+           renormalize: bool = False, *, has_background: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One-shot :class:`Decoder` on ``[Q, H, W]`` logits: ``(probs [C, H, W], labels [H, W])``."""
+    return Decoder(logit_scale, background_threshold, area_threshold, renormalize)(
+        logits, query_to_class, num_classes, has_background)

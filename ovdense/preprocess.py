@@ -1,0 +1,104 @@
+"""Resize and normalise images for CLIP (config section ``preprocess``).
+
+The normalisation belongs to the weights: by default it is read from open_clip's
+preprocess config of the loaded model (``model.visual.preprocess_cfg``). For weights with
+OpenAI's CLIP mean/std the constants are the ones the reference methods' mmseg data
+preprocessors use (the same values rounded to three decimals on the 0-255 scale), so the
+logits match theirs.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+#: CLIP's normalisation on 0-255 RGB, as in the reference methods' data preprocessors.
+CLIP_MEAN = (122.771, 116.746, 104.094)
+CLIP_STD = (68.501, 66.632, 70.323)
+_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def weights_normalisation(model) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """``(mean, std)`` on 0-255 RGB from an open_clip model's preprocess config."""
+    cfg = getattr(getattr(model, "visual", None), "preprocess_cfg", None) or {}
+    mean = tuple(float(m) for m in cfg.get("mean", _OPENAI_MEAN))
+    std = tuple(float(s) for s in cfg.get("std", _OPENAI_STD))
+    if np.allclose(mean, _OPENAI_MEAN, atol=1e-6) and np.allclose(std, _OPENAI_STD, atol=1e-6):
+        return CLIP_MEAN, CLIP_STD
+    return tuple(255.0 * m for m in mean), tuple(255.0 * s for s in std)
+
+
+def rescale_size(height: int, width: int, scale: Tuple[int, int]) -> Tuple[int, int]:
+    """mmcv ``imrescale`` size: factor ``min(max(scale)/long, min(scale)/short)``, rounded half up."""
+    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+    return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """Resize (mmcv ``Resize(keep_ratio=True)``) and normalise.
+
+    Args:
+        short_side: resize so the short side is this long (mmcv ``scale=(2048, short_side)``);
+            None keeps the input size.
+        image_scale: the full mmcv ``(long, short)`` pair instead (e.g. ``(520, 520)``).
+        mean, std: normalisation on 0-255 RGB; None (default) follows the weights.
+    """
+
+    short_side: Optional[int] = 336
+    image_scale: Optional[Tuple[int, int]] = None
+    mean: Optional[Sequence[float]] = None
+    std: Optional[Sequence[float]] = None
+
+    def __post_init__(self) -> None:
+        if self.short_side is not None and self.image_scale is not None:
+            raise ValueError("preprocess: give short_side or image_scale, not both")
+        if self.short_side is not None and int(self.short_side) <= 0:
+            raise ValueError(f"preprocess: short_side must be positive, got {self.short_side}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None and len(tuple(value)) != 3:
+                raise ValueError(f"preprocess: {name} needs 3 values (RGB on 0-255), got {value}")
+
+    @property
+    def scale(self) -> Optional[Tuple[int, int]]:
+        """The mmcv ``(long, short)`` rescale target, or None (no resize)."""
+        if self.image_scale is not None:
+            return int(self.image_scale[0]), int(self.image_scale[1])
+        return None if self.short_side is None else (2048, int(self.short_side))
+
+    def with_weights(self, model) -> "Preprocessor":
+        """This preprocessor with mean/std filled in from ``model``'s preprocess config."""
+        if self.mean is not None and self.std is not None:
+            return self
+        mean, std = weights_normalisation(model)
+        return dataclasses.replace(self, mean=tuple(self.mean or mean), std=tuple(self.std or std))
+
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """uint8 RGB ``(H, W, 3)`` -> resized uint8 RGB (bilinear, as mmcv)."""
+        import cv2
+
+        if self.scale is None:
+            return image
+        h, w = image.shape[:2]
+        nh, nw = rescale_size(h, w, self.scale)
+        if (nh, nw) == (h, w):
+            return image
+        return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+
+    def normalise(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[3, H, W]`` (any device) -> float32 ``(x - mean) / std``."""
+        if self.mean is None or self.std is None:
+            raise RuntimeError("Preprocessor.normalise needs mean/std: call with_weights(model) first")
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=image.device).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=image.device).view(3, 1, 1)
+        return (image.float() - mean) / std
+
+    def __call__(self, image: np.ndarray, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(uint8 [3, H', W'], normalised float32 [3, H', W'])`` of a uint8 RGB image, on ``device``."""
+        raw = torch.from_numpy(np.ascontiguousarray(self.resize(image))).to(device).permute(2, 0, 1)
+        return raw, self.normalise(raw)

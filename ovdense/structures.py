@@ -1,0 +1,196 @@
+"""The typed values that flow between stages and out of the public API.
+
+* :class:`DenseFeatures`: what a head returns (torch, on the device);
+* :class:`EncodedVocabulary`: a vocabulary with its text embeddings, passed per call;
+* :class:`SegmentationResult` and :class:`Detections`: numpy-first results.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .text.vocabulary import Vocabulary
+
+#: Label of a pixel that no class claims: below ``background_threshold`` (or removed by the
+#: area rule) when the vocabulary has no background class. Never a valid class index.
+UNLABELLED = -1
+
+
+@dataclass
+class DenseFeatures:
+    """A head's output for a batch of windows.
+
+    Attributes:
+        features: ``[B, D, h, w]`` float32 patch features, projected into the text space
+            and L2-normalised, on the head's own grid ``(h, w)``.
+        extras: optional per-window tensors with a leading batch dimension (for example a
+            background map ``[B, 1, h, w]`` or region tokens), indexed along with ``features``.
+    """
+
+    features: torch.Tensor
+    extras: Dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def from_tokens(cls, tokens: torch.Tensor, grid: Tuple[int, int], **extras: torch.Tensor) -> "DenseFeatures":
+        """Projected patch tokens ``[B, h*w, D]`` -> normalised ``[B, D, h, w]`` float32."""
+        feats = F.normalize(tokens.float(), dim=-1)
+        feats = feats.reshape(feats.shape[0], grid[0], grid[1], -1).permute(0, 3, 1, 2)
+        return cls(feats, dict(extras))
+
+    @property
+    def grid(self) -> Tuple[int, int]:
+        return int(self.features.shape[-2]), int(self.features.shape[-1])
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    def __getitem__(self, index) -> "DenseFeatures":
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return DenseFeatures(self.features[index], {k: v[index] for k, v in self.extras.items()})
+
+    @classmethod
+    def cat(cls, parts: List["DenseFeatures"]) -> "DenseFeatures":
+        """Concatenate along the batch dimension (extras must match in keys)."""
+        keys = set(parts[0].extras)
+        if any(set(p.extras) != keys for p in parts):
+            raise ValueError("DenseFeatures.cat: the parts carry different extras")
+        return cls(torch.cat([p.features for p in parts]),
+                    {k: torch.cat([p.extras[k] for p in parts]) for k in keys})
+
+
+@dataclass(frozen=True)
+class EncodedVocabulary:
+    """A vocabulary with its text embeddings: an immutable value, safe to share across threads.
+
+    Made by :meth:`OVSegmenter.encode_vocabulary`; pass it per call
+    (``predict(image, vocabulary=enc)``) to segment with it whatever the segmenter's default.
+
+    Attributes:
+        vocabulary: the classes, their queries (synonyms) and whether class 0 is background.
+        text: ``[Q, D]`` float32 L2-normalised embeddings, one row per query.
+    """
+
+    vocabulary: Vocabulary
+    text: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.text.ndim != 2 or self.text.shape[0] != self.vocabulary.num_queries:
+            raise ValueError(f"text embeddings must be [{self.vocabulary.num_queries}, D], "
+                             f"got {tuple(self.text.shape)}")
+
+    @property
+    def query_to_class(self) -> torch.Tensor:
+        return torch.tensor(self.vocabulary.query_to_class, device=self.text.device)
+
+    @property
+    def class_names(self) -> Tuple[str, ...]:
+        return self.vocabulary.class_names
+
+    @property
+    def has_background(self) -> bool:
+        return self.vocabulary.has_background
+
+    def to(self, device: torch.device) -> "EncodedVocabulary":
+        return self if self.text.device == device else EncodedVocabulary(self.vocabulary, self.text.to(device))
+
+    def save(self, path: str) -> None:
+        """Write to a ``.pt`` file (classes, synonyms, background flag, embeddings)."""
+        v = self.vocabulary
+        torch.save({"synonyms": [list(g) for g in v.synonyms], "has_background": v.has_background,
+                    "text": self.text.detach().cpu()}, path)
+
+    @classmethod
+    def load(cls, path: str) -> "EncodedVocabulary":
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        return cls(Vocabulary.from_synonyms(data["synonyms"], data["has_background"]), data["text"])
+
+
+@dataclass
+class SegmentationResult:
+    """Semantic segmentation of one image.
+
+    Attributes:
+        label_map: ``(H, W)`` int64 class index per pixel, at the input image's size (or the
+            model's resolution when asked). :data:`UNLABELLED` (-1) marks pixels no class
+            claims; it occurs only when the vocabulary has no background class.
+        class_names: name of each class index.
+        has_background: class 0 is a background class (then it is "no object", and
+            low-confidence pixels get class 0 rather than :data:`UNLABELLED`).
+        scores: optional ``(C, H, W)`` float32 class probabilities (after the synonym max
+            and the area rule), present when ``return_scores=True``.
+        path: source file, when the image came from one.
+        timings: milliseconds per stage (``load``, ``features``, ``logits``, ``refine``, ``decode``).
+    """
+
+    label_map: np.ndarray
+    class_names: List[str]
+    has_background: bool = False
+    scores: Optional[np.ndarray] = None
+    path: Optional[str] = None
+    timings: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def image_size(self) -> Tuple[int, int]:
+        return int(self.label_map.shape[0]), int(self.label_map.shape[1])
+
+    def class_areas(self) -> Dict[str, int]:
+        """Pixel count of each class present in the label map (unlabelled pixels not counted)."""
+        labels = self.label_map.ravel()
+        counts = np.bincount(labels[labels >= 0], minlength=len(self.class_names))
+        return {self.class_names[i]: int(c) for i, c in enumerate(counts) if c}
+
+    @property
+    def unlabelled_pixels(self) -> int:
+        return int((self.label_map == UNLABELLED).sum())
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready summary (no arrays)."""
+        return {"path": self.path, "height": self.image_size[0], "width": self.image_size[1],
+                "class_names": list(self.class_names), "has_background": self.has_background,
+                "class_areas": self.class_areas(), "unlabelled_pixels": self.unlabelled_pixels,
+                "timings_ms": {k: round(v, 3) for k, v in self.timings.items()}}
+
+
+@dataclass
+class Detections:
+    """Instances of one image, numpy-first, with ``supervision.Detections`` field names.
+
+    Attributes:
+        xyxy: ``(N, 4)`` float32 boxes ``x1, y1, x2, y2`` in pixels (``x2 = x1 + width``).
+        mask: ``(N, H, W)`` bool instance masks.
+        confidence: ``(N,)`` float32 scores.
+        class_id: ``(N,)`` int64 class indices into the vocabulary.
+        class_name: ``N`` class names.
+    """
+
+    xyxy: np.ndarray
+    mask: np.ndarray
+    confidence: np.ndarray
+    class_id: np.ndarray
+    class_name: List[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.xyxy)
+        if self.xyxy.shape != (n, 4) or self.mask.ndim != 3 or len(self.mask) != n:
+            raise ValueError("xyxy must be (N, 4) and mask (N, H, W)")
+        if len(self.confidence) != n or len(self.class_id) != n or len(self.class_name) != n:
+            raise ValueError("confidence, class_id and class_name need one entry per instance")
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    @classmethod
+    def empty(cls, height: int, width: int) -> "Detections":
+        """No instances, with correctly shaped empty arrays."""
+        return cls(
+            xyxy=np.zeros((0, 4), dtype=np.float32),
+            mask=np.zeros((0, height, width), dtype=bool),
+            confidence=np.zeros((0,), dtype=np.float32),
+            class_id=np.zeros((0,), dtype=np.int64),
+            class_name=[],
+        )
