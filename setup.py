@@ -20,6 +20,6 @@ setup(
         "Pillow",
         "tqdm",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"dino": ["timm>=1.0"], "test": ["pytest>=7", "timm>=1.0"]},
     entry_points={"console_scripts": ["ovdense=ovdense.cli.main:main"]},
 )

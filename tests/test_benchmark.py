@@ -14,6 +14,7 @@ from ovdense.cli import main
 from conftest import TINY_CONFIG
 
 
+@pytest.mark.slow
 def test_benchmark_fast_path_equals_plain_baseline(tmp_path):
     out = tmp_path / "bench"
     assert main(["benchmark", "--clip-model", str(TINY_CONFIG), "--pretrained", "none", "--size", "120x90",

@@ -125,3 +125,41 @@ def test_every_leaf_builds(path, tiny_backbone):
     kwargs.pop("backbone")
     seg = ovdense.OVSegmenter(**kwargs, backbone=tiny_backbone, device="cpu")
     assert seg.preprocessor.scale is not None
+
+
+def test_config_sections_are_constructor_arguments(tiny_backbone, tmp_path):
+    """Unknown keys fail in the stage's constructor, unknown sections and the 0.1 layout fail
+    in the reader, each naming what is wrong."""
+    base = dict(backbone=tiny_backbone, device="cpu")
+    with pytest.raises(TypeError, match="decode.*logit_scal"):
+        ovdense.OVSegmenter(**base, decode=dict(logit_scal=40.0))
+    with pytest.raises(TypeError, match="windows.*strid"):
+        ovdense.OVSegmenter(**base, windows=dict(crop=64, strid=32))
+    with pytest.raises(TypeError, match="PAMR.*iterations"):
+        ovdense.OVSegmenter(**base, refiners=[dict(type="pamr", iterations=3)])
+    bad = tmp_path / "bad.py"
+    bad.write_text("head = dict(type='sclip')\ndecoder = dict(logit_scale=40.0)\n")
+    with pytest.raises(KeyError, match="unknown config section 'decoder'"):
+        segmenter_kwargs(load_config(bad))
+    old = tmp_path / "old.py"
+    old.write_text("model = dict(head=dict(type='sclip'))\nprotocol = dict(slide_crop=0)\n")
+    with pytest.raises(KeyError, match="0.1 config layout"):
+        segmenter_kwargs(load_config(old))
+
+
+def test_mean_and_std_follow_the_weights(tiny_backbone):
+    """CLIP's own mean/std give the reference methods' constants; other weights' configs are read."""
+    from ovdense.preprocess import CLIP_MEAN, CLIP_STD
+
+    seg = ovdense.OVSegmenter(backbone=tiny_backbone, device="cpu")
+    assert seg.preprocessor.mean == CLIP_MEAN and seg.preprocessor.std == CLIP_STD
+    visual = tiny_backbone.model.visual
+    saved = getattr(visual, "preprocess_cfg", None)
+    visual.preprocess_cfg = dict(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    try:
+        other = ovdense.OVSegmenter(backbone=tiny_backbone, device="cpu")
+    finally:
+        visual.preprocess_cfg = saved
+    assert other.preprocessor.mean == (127.5, 127.5, 127.5) and other.preprocessor.std == (63.75, 63.75, 63.75)
+    fixed = ovdense.OVSegmenter(backbone=tiny_backbone, device="cpu", preprocess=dict(mean=(1, 2, 3), std=(4, 5, 6)))
+    assert fixed.preprocessor.mean == (1, 2, 3)

@@ -32,6 +32,7 @@ def voc(tmp_path):
     return build_dataset("voc21", tmp_path / "data")
 
 
+@pytest.mark.slow
 def test_two_process_gloo_equals_single(voc, tmp_path, monkeypatch):
     import torch.multiprocessing as mp
 
@@ -149,6 +150,7 @@ def test_eval_semantic_cli_with_a_real_segmenter(tmp_path, capsys):
     assert report["per_class"][0]["name"] == "sky" and "voc21: mIoU" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_eval_coco_sharded_with_torchrun_equals_single_process(tmp_path):
     """`ovdense eval-coco` under torchrun (2 gloo processes) reports exactly the single-process metrics."""
     import subprocess

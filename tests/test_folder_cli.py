@@ -99,6 +99,7 @@ def test_cli_errors_are_clear(tmp_path, tiny_config, capsys):
               "--out", str(tmp_path / "o")])
 
 
+@pytest.mark.slow
 def test_tools_script_runs(tmp_path, image_folder, tiny_config):
     script = os.path.join(os.path.dirname(__file__), "..", "tools", "segment_folder.py")
     out = tmp_path / "script_out"
@@ -111,6 +112,7 @@ def test_tools_script_runs(tmp_path, image_folder, tiny_config):
     assert json.loads((out / "run.json").read_text())["config"]["decode"]["logit_scale"] == 50
 
 
+@pytest.mark.slow
 def test_sharded_folder_run_equals_single_process(tmp_path, image_folder, tiny_backbone):
     """torchrun with 2 CPU processes (gloo) writes exactly the single-process outputs; rank 0 merges run.json."""
     import socket

@@ -115,6 +115,7 @@ def test_vanilla_head_reproduces_open_clip(tiny_backbone):
     torch.testing.assert_close(z[:, 1:], ref_tokens @ model.visual.proj, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_vanilla_head_reproduces_open_clip_vit_b16():
     """The same on a random ViT-B-16 (real width, 12 heads, GELU) at 224 px."""
     from ovdense import CLIPBackbone

@@ -114,3 +114,30 @@ def test_naclip_threshold_sees_probabilities_before_renormalisation():
                            has_background=True)
     assert labels.item() == 0  # max prob ~0.25 < 0.3 before renormalisation (~0.34 after)
     assert abs(probs.sum().item() - 1) < 1e-6 and probs[1].item() > 0.3
+
+
+def test_decoder_without_background_marks_pixels_unlabelled_never_class_0():
+    """No background class: low-confidence pixels and pixels whose every class the area rule
+    removed are UNLABELLED; class 0 is an ordinary class (labels do not depend on class order)."""
+    from ovdense.decode import Decoder
+    from ovdense.structures import UNLABELLED
+
+    logits = torch.tensor([[[0.9, 0.1, 0.50]], [[0.1, 0.9, 0.52]], [[0.0, 0.0, 0.51]]])  # [3, 1, 3]
+    q2c = torch.arange(3)
+    dec = Decoder(logit_scale=10.0, background_threshold=0.5)
+    _, labels = dec(logits, q2c, 3, has_background=False)
+    assert labels[0].tolist() == [0, 1, UNLABELLED]
+    _, labels_bg = dec(logits, q2c, 3, has_background=True)
+    assert labels_bg[0].tolist() == [0, 1, 0]
+    # swap classes 0 and 1: the same pixels are unlabelled, the others swap their labels
+    _, swapped = dec(logits[[1, 0, 2]], q2c, 3, has_background=False)
+    assert swapped[0].tolist() == [1, 0, UNLABELLED]
+    # the area rule without a background class removes every class whose share is too small,
+    # class 0 included (its pixel goes to the best kept class) ...
+    _, kept = Decoder(logit_scale=10.0, area_threshold=0.4)(logits, q2c, 3, has_background=False)
+    assert kept[0].tolist() == [1, 1, 1]
+    _, kept_bg = Decoder(logit_scale=10.0, area_threshold=0.4)(logits, q2c, 3, has_background=True)
+    assert kept_bg[0].tolist() == [0, 1, 1]  # with a background class, class 0 is exempt
+    # ... and pixels left with no class at all are unlabelled
+    _, none = Decoder(logit_scale=10.0, area_threshold=0.9)(logits, q2c, 3, has_background=False)
+    assert none[0].tolist() == [UNLABELLED] * 3

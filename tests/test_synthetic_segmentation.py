@@ -119,6 +119,7 @@ def coco_scenes(world, tmp_path_factory):
     return world.write_coco(str(out), N_SCENES, HELDOUT_START), str(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ovdense.list_heads())
 def test_head_coco_ap_above_floor(head, world, coco_scenes):
     from ovdense.evaluation import evaluate_coco

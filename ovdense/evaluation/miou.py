@@ -58,8 +58,12 @@ def confusion_matrix(
     keep = (gt64 != ignore_index) & (gt64 >= 0) & (gt64 < num_classes)
     gt64 = gt64[keep]
     pred64 = pred64[keep]
-    if pred64.size and (pred64.min() < 0 or pred64.max() >= num_classes):
-        bad = pred64[(pred64 < 0) | (pred64 >= num_classes)][0]
+    if pred64.size and pred64.min() < 0:
+        raise ValueError("prediction has unlabelled pixels (-1): the vocabulary has no background class and "
+                         "decode.background_threshold or decode.area_threshold left pixels unclaimed; mIoU needs a "
+                         "class for every pixel, so evaluate with a background class or with both thresholds off")
+    if pred64.size and pred64.max() >= num_classes:
+        bad = pred64[pred64 >= num_classes][0]
         raise ValueError(f"prediction contains class {bad} outside [0, {num_classes})")
     flat = np.bincount(gt64 * num_classes + pred64, minlength=num_classes * num_classes)
     return flat.reshape(num_classes, num_classes).astype(np.int64, copy=False)
