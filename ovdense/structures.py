@@ -77,15 +77,15 @@ class EncodedVocabulary:
 
     vocabulary: Vocabulary
     text: torch.Tensor
+    query_to_class: torch.Tensor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.text.ndim != 2 or self.text.shape[0] != self.vocabulary.num_queries:
             raise ValueError(f"text embeddings must be [{self.vocabulary.num_queries}, D], "
                              f"got {tuple(self.text.shape)}")
-
-    @property
-    def query_to_class(self) -> torch.Tensor:
-        return torch.tensor(self.vocabulary.query_to_class, device=self.text.device)
+        # class index of every query, on the embeddings' device (made once, used per image)
+        object.__setattr__(self, "query_to_class",
+                           torch.tensor(self.vocabulary.query_to_class, device=self.text.device))
 
     @property
     def class_names(self) -> Tuple[str, ...]:
