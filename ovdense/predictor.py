@@ -284,7 +284,7 @@ class OVSegmenter:
 
     def _window_forward(self, crops: torch.Tensor, aux: Mapping[str, torch.Tensor]) -> DenseFeatures:
         """CLIP prefix + head on normalised crops ``[B, 3, H, W]``."""
-        return self.head(self.backbone.prefix(crops), self.backbone, aux)
+        return self.head(self.backbone.prefix(crops, taps=self.head.taps), self.backbone, aux)
 
     @torch.no_grad()
     def dense_features(self, crops: torch.Tensor, raw: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -369,7 +369,7 @@ class OVSegmenter:
                 if heads is None:
                     per_head = {None: self._forward(batch, aux)}
                 else:
-                    view = self.backbone.prefix(batch)
+                    view = self.backbone.prefix(batch, taps=sorted({t for h in head_map.values() for t in h.taps}))
                     per_head = {name: head(view, self.backbone, aux) for name, head in head_map.items()}
                 for name, dense in per_head.items():
                     for k, (i, _) in enumerate(chunk):

@@ -213,3 +213,39 @@ def test_unknown_names_and_keys_fail_clearly():
         ovdense.build_head(dict(type="naclip", gaussian_sd=3))
     with pytest.raises(TypeError, match="step"):
         build(REFINERS, dict(type="pamr", step=3))
+
+
+def test_prefix_taps_are_the_intermediate_block_outputs(tiny_backbone):
+    """``prefix(taps=...)`` keeps the tokens leaving the asked blocks: equal to running the
+    blocks one by one through open_clip's own forward; the last prefix block's tap is ``x``."""
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 48, 64)
+    blocks = tiny_backbone.visual.transformer.resblocks
+    with torch.no_grad():
+        view = tiny_backbone.prefix(images, taps=(0, -2))
+        x = tiny_backbone.embed(images)
+        outputs = []
+        for blk in blocks[:-1]:
+            x = blk(x)
+            outputs.append(x)
+    assert sorted(view.taps) == [0, len(blocks) - 2]
+    torch.testing.assert_close(view.taps[0], outputs[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(view.taps[len(blocks) - 2], view.x)
+    with pytest.raises(ValueError, match="taps"):
+        tiny_backbone.prefix(images, taps=(-1,))
+
+
+def test_a_head_declaring_taps_receives_them(tiny_backbone):
+    seen = {}
+
+    class TapHead(Head):
+        taps = (0,)
+
+        def mix(self, view, aux=None):
+            seen.update(view.taps)
+            return view.v
+
+    seg = ovdense.OVSegmenter(backbone=tiny_backbone, head=TapHead(), preprocess=dict(short_side=None),
+                              windows=dict(crop=0), device="cpu")
+    seg.dense_features(torch.randn(1, 3, 64, 64))
+    assert list(seen) == [0] and seen[0].shape == (1, 17, tiny_backbone.visual.transformer.width)

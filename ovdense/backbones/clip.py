@@ -18,8 +18,8 @@ import logging
 import math
 import os
 import zipfile
-from dataclasses import dataclass
-from typing import Dict, FrozenSet, Optional, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Dict, FrozenSet, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -44,6 +44,9 @@ class BlockView:
         q, k, v: ``[B, heads, N, d]`` projections of ``ln_1(x)`` (biases included).
         grid: ``(h, w)`` patch grid; ``N = 1 + h * w``.
         input_size: ``(H, W)`` pixel size of the input crop.
+        taps: tokens ``[B, N, C]`` leaving the blocks asked for (``prefix(taps=...)``), by
+            block index (0 = the first block; the last tap possible is the block before the
+            last, whose output is ``x``).
     """
 
     x: torch.Tensor
@@ -52,6 +55,7 @@ class BlockView:
     v: torch.Tensor
     grid: Tuple[int, int]
     input_size: Tuple[int, int]
+    taps: Mapping[int, torch.Tensor] = field(default_factory=dict)
 
     @property
     def scale(self) -> float:
@@ -583,31 +587,45 @@ class CLIPBackbone(nn.Module):
         :func:`fused_block_forward` (fused scaled-dot-product attention); other block types,
         and every block with ``fused=False``, run their own ``forward``.
         """
+        return self._run_blocks(x, blocks, fused, ())[0]
+
+    def _run_blocks(self, x: torch.Tensor, blocks, fused: bool, taps: Sequence[int]):
+        """``run_blocks`` that also keeps the outputs of the blocks whose indices are in ``taps``."""
         batch_first = getattr(self.visual.transformer, "batch_first", True)
-        for blk in blocks:
+        kept: Dict[int, torch.Tensor] = {}
+        for i, blk in enumerate(blocks):
             if fused and supports_fused_forward(blk):
                 x = fused_block_forward(blk, x)
             else:
                 x = blk(x) if batch_first else blk(x.transpose(0, 1)).transpose(0, 1)
-        return x
+            if i in taps:
+                kept[i] = x
+        return x, kept
 
     def qkv(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-head ``q, k, v`` ``[B, heads, N, d]`` of the last block from its input ``x``."""
         blk = self.last_block
         return _split_qkv(blk.attn, blk.ln_1(x))
 
-    def prefix(self, images: torch.Tensor, num_blocks: Optional[int] = None, fused: bool = True) -> BlockView:
+    def prefix(self, images: torch.Tensor, num_blocks: Optional[int] = None, fused: bool = True,
+               taps: Sequence[int] = ()) -> BlockView:
         """Run everything before the last block on normalised images ``[B, 3, H, W]``.
 
-        ``fused=False`` runs the blocks through open_clip's own ``forward`` (the reference
-        path; equal up to float rounding).
+        ``taps``: indices of blocks whose output tokens to keep in ``BlockView.taps``
+        (negative indices count from the end of the whole tower: -2 is the block before
+        the last). ``fused=False`` runs the blocks through open_clip's own ``forward`` (the
+        reference path; equal up to float rounding).
         """
         blocks = self.visual.transformer.resblocks
+        run = len(blocks) - 1 if num_blocks is None else num_blocks
+        wanted = sorted({t % len(blocks) for t in taps})
+        if wanted and wanted[-1] >= run:
+            raise ValueError(f"taps {list(taps)}: only blocks 0..{run - 1} run before the head")
         x = self.embed(images)
-        x = self.run_blocks(x, blocks[: len(blocks) - 1 if num_blocks is None else num_blocks], fused=fused)
+        x, kept = self._run_blocks(x, blocks[:run], fused, wanted)
         q, k, v = self.qkv(x)
         size = (int(images.shape[-2]), int(images.shape[-1]))
-        return BlockView(x=x, q=q, k=k, v=v, grid=self.grid_for(size), input_size=size)
+        return BlockView(x=x, q=q, k=k, v=v, grid=self.grid_for(size), input_size=size, taps=kept)
 
     def project(self, tokens: torch.Tensor) -> torch.Tensor:
         """``ln_post`` then ``proj`` on ``[B, N, C]`` tokens."""

@@ -32,11 +32,14 @@ class Head(nn.Module):
     Attributes:
         requires: names of the auxiliary feature providers (``features=`` of the segmenter)
             whose outputs :meth:`forward` reads from ``aux``.
+        taps: indices of CLIP blocks whose output tokens :meth:`forward` reads from
+            ``view.taps`` (e.g. ``(-3,)`` for CLIP-DINOiser's intermediate layer).
     """
 
     keep_residual: bool = True
     keep_ffn: bool = True
     requires: Tuple[str, ...] = ()
+    taps: Tuple[int, ...] = ()
 
     def mix(self, view: BlockView, aux: Optional[Mapping[str, torch.Tensor]] = None) -> torch.Tensor:
         """Return the attended values ``[B, heads, N, d]`` (attention weights times ``v``)."""
