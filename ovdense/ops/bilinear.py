@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Tuple
 
 import torch
+import torch.nn.functional as F
 
 
 def bilinear_taps(in_size: int, out_size: int, start: int, stop: int,
@@ -33,22 +34,20 @@ def bilinear_taps(in_size: int, out_size: int, start: int, stop: int,
 def resize_rows(src: torch.Tensor, size: Tuple[int, int], start: int, stop: int) -> torch.Tensor:
     """Rows ``start:stop`` of ``src`` ``[C, h, w]`` resized bilinearly to ``size`` ``(H, W)``.
 
-    Returns ``[C, stop - start, W]`` float32. Columns are interpolated first on the few
-    source rows the band reads, then rows, as PyTorch's CPU kernel orders the products.
+    Returns ``[C, stop - start, W]`` float32. The two source rows of every output row are
+    blended first, at the source's (small) width; PyTorch's kernel then resizes the columns
+    (its height pass is the identity), so nearly all the work runs natively.
     """
     h, w = src.shape[-2:]
     height, width = size
     if not 0 <= start < stop <= height:
         raise ValueError(f"rows {start}:{stop} outside an output of height {height}")
     x = src.float()
-    if (h, w) == (height, width):
-        return x[:, start:stop]
-    r0, r1, h0, h1 = bilinear_taps(h, height, start, stop, src.device)
-    first = int(r0[0])
-    x = x[:, first:int(r1[-1]) + 1]
-    if w != width:
-        c0, c1, w0, w1 = bilinear_taps(w, width, 0, width, src.device)
-        x = x[..., c0] * w0 + x[..., c1] * w1
     if h == height:
-        return x
-    return x[:, r0 - first] * h0.view(1, -1, 1) + x[:, r1 - first] * h1.view(1, -1, 1)
+        rows = x[:, start:stop]
+    else:
+        r0, r1, _, h1 = bilinear_taps(h, height, start, stop, src.device)
+        rows = torch.lerp(x.index_select(1, r0), x.index_select(1, r1), h1.view(1, -1, 1))
+    if w == width:
+        return rows
+    return F.interpolate(rows[None], size=(stop - start, width), mode="bilinear", align_corners=False)[0]
