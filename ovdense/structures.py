@@ -155,6 +155,83 @@ class SegmentationResult:
                 "class_areas": self.class_areas(), "unlabelled_pixels": self.unlabelled_pixels,
                 "timings_ms": {k: round(v, 3) for k, v in self.timings.items()}}
 
+    def plot(self, image: Any = None, *, alpha: Optional[float] = None, contours: bool = True,
+             legend: bool = True, unlabelled: str = "clear") -> np.ndarray:
+        """The prediction drawn as an RGB picture: class colours, contours and a legend.
+
+        Args:
+            image: the RGB input (``(H, W, 3)`` uint8 array, PIL image or path); resized to the
+                label map when sizes differ (``resolution="model"``). ``None``: the image at
+                :attr:`path` when there is one, else a blank canvas.
+            alpha: colour opacity (0.5 over an image by default).
+            contours: draw each class's border.
+            legend: append a legend (swatch, name, area %) of the classes present, by area.
+            unlabelled: ``"clear"`` or ``"hatch"`` for :data:`UNLABELLED` pixels.
+
+        Returns:
+            ``(H, W', 3)`` uint8 RGB (the legend panel widens it). Background (class 0 when
+            :attr:`has_background`) and unlabelled pixels are left clear.
+        """
+        from ovdense.viz.draw import draw_overlay
+
+        return draw_overlay(self._plot_image(image), self.label_map, self.class_names,
+                            has_background=self.has_background, alpha=alpha, contours=contours,
+                            legend=legend, unlabelled=unlabelled)
+
+    def _plot_image(self, image: Any) -> Optional[np.ndarray]:
+        from ovdense.io.images import load_image
+
+        if image is None:
+            if not self.path:
+                return None
+            try:
+                image = load_image(self.path)
+            except (OSError, ValueError):
+                return None
+        elif not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+            image = load_image(image)
+        h, w = self.image_size
+        if image.shape[:2] != (h, w):
+            import cv2
+
+            image = cv2.resize(np.ascontiguousarray(image), (w, h), interpolation=cv2.INTER_AREA)
+        return image
+
+    def save(self, path: str, image: Any = None, *, labels: bool = False, **plot_options: Any) -> str:
+        """Write the result to ``path``; what is written follows the extension.
+
+        * ``.png``, ``.jpg``, ``.jpeg``, ``.webp``: the :meth:`plot` picture (``image`` and
+          ``plot_options`` as there);
+        * ``.png`` with ``labels=True``: the label map as a palette PNG of class indices
+          (unlabelled = 255; 16-bit grey above 255 classes);
+        * ``.npy``: the raw ``int64`` label map.
+
+        Returns ``path``. The file is written atomically; folders are made.
+        """
+        import os
+
+        ext = os.path.splitext(str(path))[1].lower()
+        if ext == ".npy":
+            from ovdense.io.writers import atomic_path
+
+            with atomic_path(str(path)) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, np.asarray(self.label_map, dtype=np.int64))
+            return str(path)
+        if labels:
+            if ext != ".png":
+                raise ValueError(f"labels=True writes a PNG, not {ext!r}")
+            from ovdense.io.writers import write_label_png
+
+            write_label_png(str(path), np.where(self.label_map < 0, 255, self.label_map), len(self.class_names))
+            return str(path)
+        if ext not in (".png", ".jpg", ".jpeg", ".webp"):
+            raise ValueError(f"cannot tell what to write from the extension {ext!r}: use .png, .jpg, .webp "
+                             "(picture), .png with labels=True (label map) or .npy (array)")
+        from ovdense.viz.draw import save_image
+
+        return save_image(path, self.plot(image, **plot_options))
+
 
 @dataclass
 class Detections:

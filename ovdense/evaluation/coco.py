@@ -163,6 +163,9 @@ class CocoMetrics:
     APl: float = 0.0
     per_category: dict[str, float] = field(default_factory=dict)
     stats: list[float] = field(default_factory=list)
+    #: pycocotools' ``(precision[T, R, K, A, M], iouThrs, recThrs)`` for the report's PR curves
+    #: (not part of :meth:`CocoEvalResult.to_dict`); ``None`` when nothing was evaluated.
+    pr: Any = field(default=None, repr=False, compare=False)
 
     def summary(self) -> dict[str, float]:
         """The six headline numbers."""
@@ -212,7 +215,8 @@ def run_cocoeval(
         p = p[p > -1]
         per_cat[coco_gt.cats[cid]["name"]] = float(p.mean()) if p.size else float("nan")
     stats = [float(s) for s in ev.stats]
-    return CocoMetrics(iou_type, *stats[:6], per_category=per_cat, stats=stats)
+    pr = (precision, np.asarray(ev.params.iouThrs), np.asarray(ev.params.recThrs))
+    return CocoMetrics(iou_type, *stats[:6], per_category=per_cat, stats=stats, pr=pr)
 
 
 @dataclass
@@ -224,6 +228,8 @@ class CocoEvalResult:
     num_images: int
     num_predictions: int
     pycocotools_version: str
+    #: the semantic part's ``(C, C)`` confusion matrix (rows ground truth), when computed
+    semantic_confusion: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         """JSON-ready view."""
@@ -232,7 +238,8 @@ class CocoEvalResult:
             "num_predictions": self.num_predictions,
             "pycocotools": self.pycocotools_version,
             "units": {"coco": "fraction", "semantic": "percent"},
-            **{t: _nan_to_none(asdict(m)) for t, m in self.metrics.items()},
+            **{t: _nan_to_none({k: v for k, v in asdict(m).items() if k != "pr"})
+               for t, m in self.metrics.items()},
             "semantic": self.semantic.to_dict() if self.semantic is not None else None,
         }
 
@@ -288,6 +295,8 @@ def evaluate_coco(
     max_dets: int = 100,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    report: bool = False,
+    report_dir: str | Path | None = None,
 ) -> CocoEvalResult:
     """Evaluate ``segmenter`` on a COCO instances file and its image folder.
 
@@ -307,6 +316,11 @@ def evaluate_coco(
         max_dets: COCOeval's largest ``maxDets``.
         out_dir: write ``coco_results.json`` (XYWH boxes + RLE) and ``metrics_coco.json`` here.
         progress: tqdm bar and pycocotools' printed summaries.
+        report: also write a static ``report.html`` with pictures (AP table, precision-recall
+            curves at IoU 0.5 and 0.75 per IoU type, per-category AP bars, and the semantic
+            part's per-class IoU and confusion matrix); needs matplotlib
+            (``pip install 'ovdense[report]'``).
+        report_dir: folder of the report (default ``out_dir/report``); giving it implies ``report``.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) rank ``r`` predicts images ``r::W``; the results
     are gathered in the single-process order and the confusion matrices summed, so every
@@ -314,13 +328,37 @@ def evaluate_coco(
     """
     from ovdense.distributed import init_distributed, shutdown
 
+    if report_dir is not None:
+        report = True
+    if report:
+        if report_dir is None and out_dir is None:
+            raise ValueError("report needs out_dir or report_dir")
+        from ovdense.viz.charts import require_matplotlib
+
+        require_matplotlib()  # fail before any image is predicted
+        report_dir = Path(report_dir) if report_dir is not None else Path(out_dir) / "report"
     dist_info = init_distributed(getattr(segmenter, "device", None))
     try:
-        return _evaluate_coco(segmenter, ann_file, image_dir, classes_file, background, strategy,
-                              strategy_options, iou_types, semantic, crowd, limit, max_dets, out_dir,
-                              progress, dist_info)
+        result = _evaluate_coco(segmenter, ann_file, image_dir, classes_file, background, strategy,
+                                strategy_options, iou_types, semantic, crowd, limit, max_dets, out_dir,
+                                progress, dist_info)
+        if report and dist_info.rank == 0:
+            _write_coco_report(Path(report_dir), result, ann_file, out_dir)
+        return result
     finally:
         shutdown(dist_info)
+
+
+def _write_coco_report(report_dir: Path, result: CocoEvalResult, ann_file: str | Path,
+                       out_dir: str | Path | None) -> str:
+    """``report.html`` and its pictures for a finished COCO evaluation (rank 0)."""
+    from ovdense.viz.report import write_coco_report
+
+    pr = {t: m.pr for t, m in result.metrics.items() if m.pr is not None}
+    files = [Path(out_dir) / n for n in ("metrics_coco.json", "coco_results.json")] if out_dir else []
+    confusion = result.semantic_confusion if result.semantic is not None else None
+    return write_coco_report(report_dir, result, pr=pr, confusion=confusion,
+                             title=f"COCO evaluation: {Path(ann_file).name}", files=files)
 
 
 def _evaluate_coco(segmenter, ann_file, image_dir, classes_file, background, strategy, strategy_options,
@@ -374,7 +412,8 @@ def _evaluate_coco(segmenter, ann_file, image_dir, classes_file, background, str
     metrics = {t: run_cocoeval(coco, results, t, img_ids, max_dets, verbose=progress and lead)
                for t in iou_types}
     sem = evaluator.compute() if evaluator is not None else None
-    out = CocoEvalResult(metrics, sem, len(img_ids), len(results), md.version("pycocotools"))
+    out = CocoEvalResult(metrics, sem, len(img_ids), len(results), md.version("pycocotools"),
+                         semantic_confusion=evaluator.matrix.copy() if evaluator is not None else None)
     if progress and lead:
         _print_summary(out)
     if out_dir is not None and lead:

@@ -105,6 +105,9 @@ def evaluate_semantic(
     resume: bool = False,
     checkpoint_every: int = 50,
     ignore_index: int = 255,
+    report: bool = False,
+    report_dir: str | Path | None = None,
+    report_worst: int = 8,
 ) -> SemanticMetrics:
     """Evaluate ``segmenter`` on ``dataset`` and return mmseg-style metrics (percent).
 
@@ -120,19 +123,35 @@ def evaluate_semantic(
         resume: continue from ``out_dir/state_rank{r}.npz`` if present.
         checkpoint_every: checkpoint after this many images (needs ``out_dir``).
         ignore_index: ground-truth value that is not evaluated.
+        report: also write pictures and a static ``report.html`` (per-class IoU bars, confusion
+            matrix, image | ground truth | prediction of the ``report_worst`` images with the
+            lowest image mIoU, ``per_image.csv``); needs matplotlib (``pip install 'ovdense[report]'``).
+        report_dir: folder of the report (default ``out_dir/report``); giving it implies ``report``.
+        report_worst: how many worst images to draw. Only their predicted label maps are held
+            in memory (at most ``report_worst`` at a time, per rank); nothing is predicted again.
+            With ``resume``, the per-image part covers the images evaluated by this call.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) each rank evaluates ``samples[rank::world]`` and the
     returned metrics (on every rank) cover the whole dataset; only rank 0 writes the results.
     """
     if (resume or save_predictions) and out_dir is None:
         raise ValueError("resume and save_predictions need out_dir")
+    if report_dir is not None:
+        report = True
+    if report:
+        if report_dir is None and out_dir is None:
+            raise ValueError("report needs out_dir or report_dir")
+        from ovdense.viz.charts import require_matplotlib
+
+        require_matplotlib()  # fail before any image is predicted
+        report_dir = Path(report_dir) if report_dir is not None else Path(out_dir) / "report"
     samples = list(dataset.samples)
     if limit is not None:
         samples = samples[: max(int(limit), 0)]
     info: DistInfo = init_distributed(_device_of(segmenter))
     try:
         return _run(segmenter, dataset, samples, info, out_dir, save_predictions, progress,
-                    resume, checkpoint_every, ignore_index)
+                    resume, checkpoint_every, ignore_index, report_dir if report else None, report_worst)
     finally:
         shutdown(info)
 
@@ -148,6 +167,8 @@ def _run(
     resume: bool,
     checkpoint_every: int,
     ignore_index: int,
+    report_dir: Path | None = None,
+    report_worst: int = 8,
 ) -> SemanticMetrics:
     """Body of :func:`evaluate_semantic` once the process group is known."""
     from tqdm import tqdm
@@ -163,6 +184,7 @@ def _run(
     done_set = set(done)
     mine = [s for s in samples[info.rank :: info.world_size] if str(s.image_id) not in done_set]
     class_names: list[str] | None = None
+    tracker = _ReportTracker(report_worst) if report_dir is not None else None
     start = time.perf_counter()
     bar = tqdm(mine, disable=not progress or info.rank != 0, desc=f"eval {dataset.name}")
     for n, sample in enumerate(bar, start=1):
@@ -176,7 +198,9 @@ def _run(
                 f"{sample.image_id}: prediction {label_map.shape} and ground truth {gt.shape} differ; "
                 "predictions must be resized to the original image size"
             )
-        evaluator.update(label_map, gt)
+        contribution = evaluator.update(label_map, gt)
+        if tracker is not None:
+            tracker.add(sample, contribution, label_map, result)
         done.append(str(sample.image_id))
         if save_predictions and out is not None:
             _save_prediction(label_map, out / "preds" / f"{sample.image_id}.png", num_classes)
@@ -193,15 +217,69 @@ def _run(
     merged = SemanticEvaluator(num_classes, ignore_index, class_names)
     merged.add_matrix(total)
     metrics = merged.compute()
+    gathered = tracker.gather(info) if tracker is not None else None
     if info.rank == 0:
         if out is not None:
             np.save(out / "confusion.npy", total)
             write_json(out / "metrics.json", _report(segmenter, dataset, metrics, len(samples),
                                                      info, elapsed, ignore_index))
+        if gathered is not None and report_dir is not None:
+            _write_report(report_dir, gathered, dataset, metrics, total, out, len(samples), resume)
         if progress:
             print(metrics.table())
     barrier(info)
     return metrics
+
+
+class _ReportTracker:
+    """Per-image scores and the worst images' predictions (bounded) for the report."""
+
+    def __init__(self, worst: int) -> None:
+        from ovdense.viz.report import WorstImages
+
+        self.worst = WorstImages(worst)
+        self.per_image: list[tuple[str, float, float]] = []
+        self.has_background = False
+
+    def add(self, sample: Any, contribution: np.ndarray, label_map: np.ndarray, result: Any) -> None:
+        from ovdense.viz.report import image_scores
+
+        miou, acc = image_scores(contribution)
+        self.per_image.append((str(sample.image_id), miou, acc))
+        self.has_background = bool(getattr(result, "has_background", False))
+        small = label_map.astype(np.int16) if label_map.size and label_map.max() < 2 ** 15 else label_map
+        self.worst.offer(miou, str(sample.image_id), str(sample.image_path), sample.gt_path, small)
+
+    def gather(self, info: DistInfo) -> "_ReportTracker":
+        """Every rank's scores and worst images on every rank (the global worst N are among them)."""
+        from ovdense.distributed import all_gather_lists
+
+        if not info.distributed:
+            return self
+        merged = _ReportTracker(self.worst.k)
+        parts = all_gather_lists([(self.per_image, self.worst.items(), self.has_background)], info)
+        for per_image, worst, bg in parts:
+            merged.per_image.extend(per_image)
+            merged.has_background |= bg
+            for w in worst:
+                merged.worst.offer(w.score, w.image_id, w.image_path, w.gt_path, w.prediction)
+        return merged
+
+
+def _write_report(report_dir: Path, tracker: _ReportTracker, dataset: SemanticDataset, metrics: SemanticMetrics,
+                  confusion: np.ndarray, out: Path | None, num_images: int, resumed: bool) -> str:
+    """Pictures + ``report.html`` of a finished run (rank 0)."""
+    from ovdense.io.images import load_image
+    from ovdense.viz.report import write_semantic_report, write_worst_pictures
+
+    worst = write_worst_pictures(report_dir, tracker.worst.items(), metrics.class_names, load_image,
+                                 dataset.load_gt, has_background=tracker.has_background)
+    info = {"dataset": dataset.name, "images": num_images}
+    if resumed:
+        info["per-image part"] = f"the {len(tracker.per_image)} images evaluated after resuming"
+    files = [out / "metrics.json", out / "confusion.npy"] if out is not None else []
+    return write_semantic_report(report_dir, metrics, confusion, worst=worst, per_image=tracker.per_image,
+                                 title=f"Semantic segmentation: {dataset.name}", info=info, files=files)
 
 
 def _report(
