@@ -28,8 +28,53 @@ DATA_SECTIONS = ("classes", "dataset_type", "dataset")
 _OLD_SECTIONS = ("model", "protocol")
 
 
+def configs_dir() -> str:
+    """The shipped configs: ``ovdense/configs`` in an installed wheel, the repository's
+    top-level ``configs/`` in a source checkout (the wheel maps that folder into the package)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (os.path.join(here, "configs"), os.path.join(os.path.dirname(here), "configs")):
+        if os.path.isdir(os.path.join(candidate, "_base_")):
+            return candidate
+    raise FileNotFoundError("the shipped configs folder is missing from this installation")
+
+
+def list_configs() -> list:
+    """Names of the shipped configs (``naclip_voc21``, ...; ``_base_/naclip`` for the bases)."""
+    root = configs_dir()
+    names = []
+    for folder, _, files in os.walk(root):
+        for f in files:
+            if f.endswith(".py") and not f.startswith("__"):
+                rel = os.path.relpath(os.path.join(folder, f), root)[:-3].replace(os.sep, "/")
+                names.append(rel if rel.startswith("_base_/") else os.path.basename(rel))
+    return sorted(names)
+
+
+def find_config(name: str) -> str:
+    """Path of a shipped config given by name: ``naclip_voc21``, ``naclip/naclip_voc21(.py)``,
+    ``configs/naclip/naclip_voc21.py`` (the repository path, valid in any folder), ``_base_/naclip``
+    or a method name alone (``naclip``: its base protocol)."""
+    root = configs_dir()
+    stem = name.replace(os.sep, "/")
+    stem = stem[:-3] if stem.endswith(".py") else stem
+    stem = stem[len("configs/"):] if stem.startswith("configs/") else stem
+    candidates = [os.path.join(root, stem + ".py")]
+    if "/" not in stem:
+        candidates += [os.path.join(root, stem.split("_")[0], stem + ".py"),
+                       os.path.join(root, "_base_", stem + ".py")]
+    for cand in candidates:
+        if os.path.isfile(cand):
+            return cand
+    methods = [n[len("_base_/"):] for n in list_configs() if n.startswith("_base_/")]
+    datasets = sorted({n.split("_", 1)[1] for n in list_configs() if "/" not in n and "_" in n})
+    raise FileNotFoundError(f"config file not found: {name} (neither a file nor a shipped config; shipped configs "
+                            f"are METHOD_DATASET or METHOD alone, methods: {', '.join(methods)}; "
+                            f"datasets: {', '.join(datasets)})")
+
+
 def load_config(config: Union[str, os.PathLike, Mapping[str, Any]]):
-    """Read a config file (or wrap a dict) as an ``mmengine.Config``."""
+    """Read a config file, or a shipped config by name (``naclip_voc21``, see :func:`find_config`),
+    or wrap a dict, as an ``mmengine.Config``."""
     from mmengine.config import Config
 
     if isinstance(config, Config):
@@ -38,7 +83,7 @@ def load_config(config: Union[str, os.PathLike, Mapping[str, Any]]):
         return Config(dict(config))
     path = os.fspath(config)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file not found: {path}")
+        path = find_config(path)
     return Config.fromfile(path)
 
 

@@ -61,11 +61,11 @@ def test_segment_folder_end_to_end_with_resume(tmp_path, image_folder, tiny_conf
     args = ["segment", str(image_folder), "--config", tiny_config, "--classes", "cat", "dog, puppy",
             "--background", "sky, wall", "--out", str(out), "--device", "cpu", "--quiet", "--batch-size", "2"]
     assert main(args) == 0
-    good = ["rgb", "deep16", "sub/gray", "sub/rgba"]
+    good = ["rgb.jpg", "deep16.png", "sub/gray.png", "sub/rgba.png"]  # outputs keep the image's extension
     for name in good:
         label = np.array(Image.open(out / "labels" / f"{name}.png"))
         record = json.loads((out / "preds" / f"{name}.json").read_text())
-        src = load_image(str(next(image_folder.glob(f"{name}.*"))))
+        src = load_image(str(image_folder / name))
         assert label.shape == src.shape[:2] == (record["height"], record["width"])
         assert label.max() < 3 and sum(record["class_areas"].values()) == label.size
         assert (out / "overlays" / f"{name}.jpg").is_file()
@@ -79,12 +79,12 @@ def test_segment_folder_end_to_end_with_resume(tmp_path, image_folder, tiny_conf
     assert "corrupt.jpg" in capsys.readouterr().err
 
     # resume: finished images are skipped; a deleted record is redone
-    (out / "preds" / "rgb.json").unlink()
-    before = (out / "labels" / "deep16.png").stat().st_mtime_ns
+    (out / "preds" / "rgb.jpg.json").unlink()
+    before = (out / "labels" / "deep16.png.png").stat().st_mtime_ns
     assert main(args + ["--resume"]) == 0
     run = json.loads((out / "run.json").read_text())
     assert run["done"] == 1 and run["skipped_existing"] == 3
-    assert (out / "labels" / "deep16.png").stat().st_mtime_ns == before
+    assert (out / "labels" / "deep16.png.png").stat().st_mtime_ns == before
 
 
 def test_cli_errors_are_clear(tmp_path, tiny_config, capsys):
@@ -94,9 +94,9 @@ def test_cli_errors_are_clear(tmp_path, tiny_config, capsys):
     assert main(["segment", str(tmp_path), "--config", str(tmp_path / "nope.py"), "--classes", "cat",
                  "--out", str(tmp_path / "o"), "--device", "cpu"]) == 2
     assert "config file not found" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="class-name file not found"):
-        main(["segment", str(tmp_path), "--config", tiny_config, "--classes-file", str(tmp_path / "c.txt"),
-              "--out", str(tmp_path / "o")])
+    assert main(["segment", str(tmp_path), "--config", tiny_config, "--classes-file", str(tmp_path / "c.txt"),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "error: class-name file not found" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -108,7 +108,7 @@ def test_tools_script_runs(tmp_path, image_folder, tiny_config):
                            "--cfg-options", "decode.logit_scale=50"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert (out / "labels" / "rgb.png").is_file()
+    assert (out / "labels" / "rgb.jpg.png").is_file()
     assert json.loads((out / "run.json").read_text())["config"]["decode"]["logit_scale"] == 50
 
 
@@ -149,3 +149,105 @@ def test_sharded_folder_run_equals_single_process(tmp_path, image_folder, tiny_b
     assert (merged["images"], merged["done"]) == (ref["images"], ref["done"]) == (6, 4)
     assert [f["path"] for f in merged["failed"]] == sorted(f["path"] for f in ref["failed"])
     assert [r["images"] for r in merged["shard"]["per_rank"]] == [3, 3]
+
+
+# ------------------------------------------------------------------ runs that cannot mix results (issue 10 item 4)
+def _run(src, out, config, *extra, classes=("cat", "dog")):
+    return main(["segment", str(src), "--config", config, "--classes", *classes, "--out", str(out),
+                 "--device", "cpu", "--quiet", *extra])
+
+
+def test_same_stem_images_get_distinct_outputs(tmp_path, tiny_config):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(src / "photo.jpg")
+    Image.fromarray(rng.integers(0, 255, (20, 50, 3), dtype=np.uint8)).save(src / "photo.png")
+    Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(src / "photo.JPEG")
+    out = tmp_path / "out"
+    assert _run(src, out, tiny_config) == 0
+    for name, shape in (("photo.jpg", (30, 40)), ("photo.png", (20, 50)), ("photo.JPEG", (24, 24))):
+        assert np.array(Image.open(out / "labels" / f"{name}.png")).shape == shape
+        assert json.loads((out / "preds" / f"{name}.json").read_text())["height"] == shape[0]
+        assert (out / "overlays" / f"{name}.jpg").is_file()
+
+
+def test_resume_refuses_other_classes_or_config_and_overwrite_starts_over(tmp_path, image_folder, tiny_config,
+                                                                           capsys):
+    out = tmp_path / "out"
+    assert _run(image_folder, out, tiny_config) == 0
+    capsys.readouterr()
+    # a second run into the same folder needs --resume or --overwrite
+    assert _run(image_folder, out, tiny_config) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    # other classes, other order, other config: refused, nothing touched
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in (out / "labels").iterdir())
+    for extra, classes, what in ((["--resume"], ("dog", "cat"), "classes"),
+                                 (["--resume", "--threshold", "0.3"], ("cat", "dog"), "decode"),
+                                 (["--resume", "--head", "naclip"], ("cat", "dog"), "head")):
+        assert _run(image_folder, out, tiny_config, *extra, classes=classes) == 2
+        err = capsys.readouterr().err
+        assert "cannot resume" in err and what in err and "--overwrite" in err, err
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (out / "labels").iterdir()) == before
+    # the same classes and config resume
+    assert _run(image_folder, out, tiny_config, "--resume") == 0
+    assert json.loads((out / "run.json").read_text())["skipped_existing"] == 4
+    # --overwrite starts over with the new classes
+    (out / "labels" / "stale.png").write_bytes(b"x")
+    assert _run(image_folder, out, tiny_config, "--overwrite", classes=("dog", "cat", "bird")) == 0
+    assert not (out / "labels" / "stale.png").exists()
+    assert [c["name"] for c in json.loads((out / "categories.json").read_text())] == ["dog", "cat", "bird"]
+    assert json.loads((out / "run.json").read_text())["done"] == 4
+
+
+def test_output_inside_source_is_never_read(tmp_path, image_folder, tiny_config):
+    out = image_folder / "seg"
+    assert _run(image_folder, out, tiny_config) == 0
+    assert _run(image_folder, out, tiny_config, "--resume") == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["images"] == 6 and run["skipped_existing"] == 4 and run["done"] == 0
+    assert not list(out.rglob("seg"))
+
+
+def test_output_permissions_follow_the_umask(tmp_path, image_folder, tiny_config):
+    old = os.umask(0o022)
+    try:
+        assert _run(image_folder / "rgb.jpg", tmp_path / "out", tiny_config) == 0
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert files and all(p.stat().st_mode & 0o777 == 0o644 for p in files), \
+        [(p.name, oct(p.stat().st_mode)) for p in files]
+
+
+def test_run_json_records_classes_used_and_a_replayable_command(tmp_path, image_folder, tiny_config):
+    import shlex
+
+    out = tmp_path / "out dir"
+    argv = ["segment", str(image_folder / "rgb.jpg"), "--config", tiny_config, "--classes", "red car",
+            "dog, puppy", "--background", "sky, wall", "--out", str(out), "--device", "cpu", "--quiet",
+            "--templates", "a photo of a {}.", "there is a {} in the scene.", "--threshold", "0.25",
+            "--logit-scale", "55", "--image-size", "48", "--window", "32", "--stride", "16", "--pamr"]
+    assert main(argv) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert shlex.split(run["command"]) == ["ovdense", *argv]
+    cfg = run["config"]
+    assert cfg["classes"] == {"names": [["sky", "wall"], ["red car"], ["dog", "puppy"]], "background": True}
+    assert cfg["text_encoder"]["templates"] == ["a photo of a {}.", "there is a {} in the scene."]
+    assert cfg["decode"]["background_threshold"] == 0.25 and cfg["decode"]["logit_scale"] == 55
+    assert cfg["preprocess"]["short_side"] == 48 and (cfg["windows"]["crop"], cfg["windows"]["stride"]) == (32, 16)
+    assert [r["type"] for r in cfg["refiners"]] == ["pamr"]
+    assert [c["name"] for c in run["classes"]] == ["sky", "red car", "dog"]
+
+
+def test_named_config_and_help(tmp_path, image_folder, capsys):
+    """A shipped config by name (no path) with the tiny model; --help shows defaults and examples."""
+    out = tmp_path / "out"
+    assert main(["segment", str(image_folder / "rgb.jpg"), "--config", "sclip_voc21", "--clip-model",
+                 str(TINY_CONFIG), "--pretrained", "none", "--image-size", "64", "--templates", "simple",
+                 "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    assert len(json.loads((out / "categories.json").read_text())) == 21  # VOC's classes from the named config
+    with pytest.raises(SystemExit):
+        main(["segment", "--help"])
+    text = capsys.readouterr().out
+    assert "examples:" in text and "(default: 4)" in text and "--threshold" in text and "--templates" in text

@@ -2,20 +2,26 @@
 
 Layout of ``out_dir``::
 
-    run.json             resolved config, classes, versions, counts, failures, timings
-    categories.json      [{"id", "name", "synonyms"}]: the ids used in every label PNG
-    labels/<rel>.png     class index per pixel (palette PNG; 16-bit grey above 256 classes)
-    overlays/<rel>.jpg   colours over the image (background left clear)
-    preds/<rel>.json     per-image record; written last, so it marks the image as done
+    run.json                 resolved config, classes, versions, counts, failures, timings, command
+    categories.json          [{"id", "name", "synonyms"}]: the ids used in every label PNG
+    labels/<rel>.<ext>.png   class index per pixel (palette PNG; 16-bit grey above 256 classes)
+    overlays/<rel>.<ext>.jpg colours over the image (background left clear)
+    preds/<rel>.<ext>.json   per-image record; written last, so it marks the image as done
 
-Every file is written atomically, so an interrupted run leaves no half-written output and
-``resume=True`` skips exactly the images whose record exists. An unreadable image
-(corrupt, empty, unsupported) is reported by name in ``run.json`` and skipped.
+``<rel>.<ext>`` is the image's path below the source folder with its extension kept, so
+``a.jpg`` and ``a.png`` never share an output. Every file is written atomically, so an
+interrupted run leaves no half-written output and ``resume=True`` skips exactly the images
+whose record exists; a resumed run must use the classes and config of the recorded one
+(:class:`RunMismatchError` otherwise; ``overwrite=True`` starts over). An output folder inside
+the source folder is never read as input. An unreadable image (corrupt, empty, unsupported)
+is reported by name in ``run.json`` and skipped.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,9 +29,17 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from ..io.images import IMAGE_EXTENSIONS, ImageLoadError, load_image
 from ..evaluation.meta import collect_versions
-from ..io.writers import write_json, write_label_png, write_overlay_jpg
+from ..io.writers import _json_default, write_json, write_label_png, write_overlay_jpg
 
 logger = logging.getLogger(__name__)
+
+#: What a folder run writes into its output folder (``overwrite=True`` removes exactly these).
+OUTPUT_FOLDERS = ("labels", "overlays", "preds")
+RUN_FILES = ("run.json", "categories.json")
+
+
+class RunMismatchError(ValueError):
+    """The output folder holds a run made with other classes or another config."""
 
 
 @dataclass
@@ -40,18 +54,117 @@ class FolderRunSummary:
     interrupted: bool = False
 
 
-def find_images(root: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[str]:
-    """Image files below ``root`` (recursive, sorted); ``root`` may also be one image file."""
+def find_images(root: str, extensions: Sequence[str] = IMAGE_EXTENSIONS,
+                exclude: Sequence[str] = ()) -> List[str]:
+    """Image files below ``root`` (recursive, sorted); ``root`` may also be one image file.
+
+    Folders in ``exclude`` (e.g. the run's own output folder) and hidden entries are skipped.
+    """
     if os.path.isfile(root):
         return [root]
     if not os.path.isdir(root):
         raise FileNotFoundError(f"input folder not found: {root}")
     exts = tuple(e.lower() for e in extensions)
+    skip = {os.path.realpath(e) for e in exclude}
     found = []
     for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and os.path.realpath(os.path.join(folder, d)) not in skip)
         found += [os.path.join(folder, f) for f in files if f.lower().endswith(exts) and not f.startswith(".")]
     return sorted(found)
+
+
+def output_stem(path: str, base: str) -> str:
+    """Output name of an image: its path below ``base`` with the extension kept (``sub/a.jpg``)."""
+    return os.path.relpath(path, base)
+
+
+def run_fingerprint(categories: Sequence[Dict[str, Any]], config: Optional[Dict[str, Any]],
+                    dtype: Optional[str] = None) -> Dict[str, Any]:
+    """What must not change between a run and its resumption: the classes, the config, the dtype.
+
+    ``runtime`` options (batch sizes, memory bounds) and the device do not change the results'
+    meaning and are left out.
+    """
+    cfg = {k: v for k, v in (config or {}).items() if k not in ("runtime", "classes")}
+    value = {"classes": [[c["name"], list(c["synonyms"])] for c in categories], "config": cfg, "dtype": dtype}
+    return json.loads(json.dumps(value, default=_json_default, sort_keys=True))
+
+
+def _recorded_fingerprint(out_dir: str) -> Optional[Dict[str, Any]]:
+    path = os.path.join(out_dir, "run.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh).get("fingerprint")
+    except (OSError, ValueError):
+        return None
+
+
+def _differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
+    out = []
+    if old.get("classes") != new.get("classes"):
+        out.append("classes (recorded: " + ", ".join(c[0] for c in old.get("classes") or []) + ")")
+    old_cfg, new_cfg = old.get("config") or {}, new.get("config") or {}
+    changed = sorted(k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k))
+    if changed:
+        out.append("config sections " + ", ".join(changed))
+    if old.get("dtype") != new.get("dtype"):
+        out.append(f"dtype (recorded: {old.get('dtype')})")
+    return out
+
+
+def has_previous_run(out_dir: str) -> bool:
+    """Whether ``out_dir`` already holds a folder run's outputs."""
+    return any(os.path.exists(os.path.join(out_dir, n)) for n in RUN_FILES + ("preds",))
+
+
+def prepare_output(out_dir: str, fingerprint: Optional[Dict[str, Any]], resume: bool = False,
+                   overwrite: bool = False) -> None:
+    """Check ``out_dir`` against a previous run before anything is computed.
+
+    * ``overwrite``: the previous run's outputs (``labels/``, ``overlays/``, ``preds/``,
+      ``run.json``, ``categories.json``) are removed; nothing else in the folder is touched.
+    * ``resume``: the recorded classes/config/dtype must equal ``fingerprint``
+      (:class:`RunMismatchError` naming what differs otherwise).
+    * neither, with a previous run present: :class:`RunMismatchError` (pass one of the two).
+    """
+    if overwrite:
+        for name in OUTPUT_FOLDERS:
+            shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
+        for name in RUN_FILES:
+            if os.path.isfile(os.path.join(out_dir, name)):
+                os.remove(os.path.join(out_dir, name))
+        return
+    if not has_previous_run(out_dir):
+        return
+    if not resume:
+        raise RunMismatchError(f"output folder {out_dir} already holds a run: pass --resume to continue it or "
+                               f"--overwrite to start over (or choose another --out)")
+    recorded = _recorded_fingerprint(out_dir)
+    if fingerprint is None:
+        return
+    if recorded is None:
+        raise RunMismatchError(f"cannot resume in {out_dir}: its run.json records no classes/config to check "
+                               f"against (made by an older ovdense or interrupted hard); pass --overwrite to start over")
+    diffs = _differences(recorded, fingerprint)
+    if diffs:
+        raise RunMismatchError(f"cannot resume in {out_dir}: this run differs from the recorded one in "
+                               f"{'; '.join(diffs)}; pass --overwrite to start over or choose another --out")
+
+
+def _remove_stale_temps(out_dir: str) -> None:
+    """Temp files that a killed run (SIGKILL) left behind."""
+    for name in OUTPUT_FOLDERS + (".",):
+        folder = os.path.join(out_dir, name)
+        for dirpath, _, files in os.walk(folder):
+            for f in files:
+                if f.startswith(".tmp-"):
+                    try:
+                        os.remove(os.path.join(dirpath, f))
+                    except OSError:
+                        pass
+            if name == ".":
+                break
 
 
 def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
@@ -86,6 +199,8 @@ def segment_folder(
     save_overlays: bool = True,
     run_info: Optional[Dict[str, Any]] = None,
     shard: Sequence[int] = (0, 1),
+    overwrite: bool = False,
+    images: Optional[Sequence[str]] = None,
 ) -> FolderRunSummary:
     """Run ``segmenter`` (an OVSegmenter with classes set) over every image below ``src``.
 
@@ -93,25 +208,35 @@ def segment_folder(
         batch_size: images whose windows share forward passes.
         shard: ``(rank, world_size)``: this process takes every ``world_size``-th image.
         run_info: extra fields for ``run.json`` (e.g. the resolved config, the command line).
+        resume: skip images whose record exists; the recorded classes/config must match.
+        overwrite: remove a previous run's outputs first.
+        images: the images to run (default: :func:`find_images` below ``src``, ``out_dir`` excluded).
     """
     from tqdm import tqdm
 
     if segmenter.vocabulary is None:
         raise RuntimeError("set the segmenter's classes before running a folder")
     rank, world = shard
-    images = find_images(src)[rank::world]
+    if images is None:
+        images = find_images(src, exclude=[out_dir])
+    images = list(images)[rank::world]
     base = src if os.path.isdir(src) else os.path.dirname(src)
-    rel = {p: os.path.splitext(os.path.relpath(p, base))[0] for p in images}
+    rel = {p: output_stem(p, base) for p in images}
     record_path = {p: os.path.join(out_dir, "preds", rel[p] + ".json") for p in images}
-    summary = FolderRunSummary(total=len(images))
-    todo = [p for p in images if not (resume and os.path.isfile(record_path[p]))]
-    summary.skipped = len(images) - len(todo)
     vocab = segmenter.vocabulary
     categories = [{"id": i, "name": n, "synonyms": list(s)}
                   for i, (n, s) in enumerate(zip(vocab.class_names, vocab.synonyms))]
+    run_info = dict(run_info or {})
+    fingerprint = run_fingerprint(categories, run_info.get("config", getattr(segmenter, "config", None)),
+                                  run_info.get("dtype", str(getattr(segmenter, "dtype", ""))))
     os.makedirs(out_dir, exist_ok=True)
     if rank == 0:
+        prepare_output(out_dir, fingerprint, resume=resume, overwrite=overwrite)
+        _remove_stale_temps(out_dir)
         write_json(os.path.join(out_dir, "categories.json"), categories)
+    summary = FolderRunSummary(total=len(images))
+    todo = [p for p in images if not (resume and os.path.isfile(record_path[p]))]
+    summary.skipped = len(images) - len(todo)
     skip = (0,) if vocab.has_background else ()
     t_start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="segment", unit="img", disable=not progress, file=sys.stderr)
@@ -146,13 +271,17 @@ def segment_folder(
         bar.close()
         summary.seconds = time.perf_counter() - t_start
         name = "run.json" if world == 1 else f"run_rank{rank}.json"
-        write_json(os.path.join(out_dir, name), {
-            **(run_info or {}),
-            "source": os.path.abspath(src), "classes": categories, "versions": collect_versions(),
-            "images": summary.total, "done": summary.done, "skipped_existing": summary.skipped,
-            "failed": summary.failed, "seconds": round(summary.seconds, 3), "interrupted": summary.interrupted,
-            "shard": {"rank": rank, "world_size": world},
-        })
+        try:
+            write_json(os.path.join(out_dir, name), {
+                **run_info,
+                "source": os.path.abspath(src), "classes": categories, "fingerprint": fingerprint,
+                "versions": collect_versions(),
+                "images": summary.total, "done": summary.done, "skipped_existing": summary.skipped,
+                "failed": summary.failed, "seconds": round(summary.seconds, 3), "interrupted": summary.interrupted,
+                "shard": {"rank": rank, "world_size": world},
+            })
+        except OSError as err:  # e.g. the disk filled up: the error being raised says why
+            logger.error("could not write %s: %s", name, err)
     return summary
 
 

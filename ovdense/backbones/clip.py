@@ -18,8 +18,9 @@ import logging
 import math
 import os
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, FrozenSet, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -184,11 +185,45 @@ def _missing_weights_message(model_name: str, pretrained: str) -> str:
     return (
         f"could not load CLIP weights {pretrained!r} for model {model_name!r}: it is neither a local "
         f"file nor a tag whose weights are already in the local open_clip cache, and downloading "
-        f"failed or is disabled (offline). Supply a local file instead, e.g. "
-        f"pretrained='/path/to/{model_name}.pt' (an OpenAI state dict or TorchScript archive "
-        f"loads exactly like pretrained='openai'; an open_clip checkpoint loads with the named "
-        f"architecture), or run once with network access to fill the cache."
+        f"failed or is disabled (offline). Supply a local file instead: on the command line "
+        f"--pretrained /path/to/{model_name}.pt, in Python pretrained='/path/to/{model_name}.pt' "
+        f"(an OpenAI state dict or TorchScript archive loads exactly like pretrained='openai'; an "
+        f"open_clip checkpoint loads with the named architecture), or run once with network access "
+        f"to fill the cache (HF_HOME sets where it lives)."
     )
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
+    """One DNS lookup and TCP connect to the weights hub (``timeout`` seconds at most)."""
+    import socket
+
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def _offline_unless_reachable() -> Iterator[None]:
+    """Put huggingface_hub offline for one load when the hub cannot be reached.
+
+    Cached weights still load; uncached ones fail at once instead of after about a minute of
+    retries. A user's own ``HF_HUB_OFFLINE`` setting is left alone.
+    """
+    if "HF_HUB_OFFLINE" in os.environ or _hub_reachable():
+        yield
+        return
+    import huggingface_hub.constants as hub_constants
+
+    previous = hub_constants.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    hub_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        os.environ.pop("HF_HUB_OFFLINE", None)
+        hub_constants.HF_HUB_OFFLINE = previous
 
 
 @dataclass(frozen=True)
@@ -385,9 +420,10 @@ def _load_open_clip_model(
     # through the OpenAI builder, i.e. with QuickGELU. Follow the tag.
     quick_gelu = bool(tag_cfg.get("quick_gelu", False))
     try:
-        model = open_clip.create_model(
-            model_name, pretrained=pretrained, precision="fp32", device="cpu", force_quick_gelu=quick_gelu
-        )
+        with _offline_unless_reachable():
+            model = open_clip.create_model(
+                model_name, pretrained=pretrained, precision="fp32", device="cpu", force_quick_gelu=quick_gelu
+            )
     except Exception as err:  # download failures surface as many exception types
         raise WeightsNotFoundError(_missing_weights_message(model_name, pretrained)) from err
     return model, model_name

@@ -1,4 +1,5 @@
 """The ``ovdense`` command line (an application of the library; the core never imports it)."""
-from .main import add_model_options, build_parser, build_segmenter_from_args, main
+from .common import UserError, add_model_options, build_segmenter_from_args
+from .main import build_parser, main
 
-__all__ = ["add_model_options", "build_parser", "build_segmenter_from_args", "main"]
+__all__ = ["UserError", "add_model_options", "build_parser", "build_segmenter_from_args", "main"]

@@ -6,9 +6,14 @@ are the same commands as standalone programs (``tools/eval_semseg.py``, ``tools/
 
 Examples::
 
-    ovdense eval-semantic --config configs/sclip_voc21.py --data-root data --dataset voc21
+    ovdense eval-semantic --config sclip_voc21 --data-root data/VOCdevkit/VOC2012
+    ovdense eval-semantic --method naclip --dataset ade20k --data-root data/ade/ADEChallengeData2016
     torchrun --nproc_per_node 4 tools/eval_semseg.py --config C --data-root data --resume
     ovdense eval-coco --config C --gt instances_val2017.json --images val2017 --limit 500
+
+Every input (data root and its layout, annotation file, image folder, class file, output folder,
+device, config) is checked before the model is loaded; a user error is one ``error: ...`` line
+and exit code 2.
 """
 
 from __future__ import annotations
@@ -20,14 +25,43 @@ from typing import Any, Sequence
 __all__ = ["add_coco_args", "add_semantic_args", "main_coco", "main_semantic", "register_cli"]
 
 
+SEMANTIC_EXAMPLES = """\
+examples:
+  ovdense eval-semantic --config sclip_voc21 --data-root data/VOCdevkit/VOC2012
+  ovdense eval-semantic --method naclip --dataset ade20k --data-root data/ade/ADEChallengeData2016 --batch-size 32
+  ovdense eval-semantic --config naclip_voc21 --data-root data/VOC2012 --pretrained /weights/ViT-B-16.pt --limit 50
+
+Writes OUT/metrics.json (mIoU, aAcc, mAcc, per class), confusion.npy, and preds/<id>.png with
+--save-predictions. Under torchrun each process takes a share of the images.
+"""
+
+COCO_EXAMPLES = """\
+examples:
+  ovdense eval-coco --config naclip_coco_object --gt annotations/instances_val2017.json --images val2017
+  ovdense eval-coco --method sclip --gt ann.json --images imgs/ --classes-file names.txt --no-background --limit 500
+
+Writes OUT/coco_results.json (COCO result format), metrics_coco.json (bbox/segm AP and the
+semantic mIoU).
+"""
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     """Options shared by both commands (the model options are the same as ``ovdense segment``'s)."""
-    from ovdense.cli.main import add_model_options
+    from ovdense.cli.common import add_model_options
 
-    add_model_options(p)
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    add_model_options(p, batch_help="windows (crops) per forward pass (runtime.batch_size); same as --batch-size")
+    p.add_argument("--batch-size", dest="windows_per_batch", type=_positive, default=None, metavar="N",
+                   help="windows (crops) per forward pass; images are evaluated one at a time "
+                        "(default: the config's runtime.batch_size, 16)")
+    p.add_argument("--limit", type=_positive, default=None, help="evaluate the first N images only")
     p.add_argument("--classes-file", default=None, help="class-name file (one class per line)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no printed tables")
+
+
+def _positive(text: str) -> int:
+    from ovdense.cli.common import positive_batch
+
+    return positive_batch(text)
 
 
 def add_semantic_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -36,7 +70,7 @@ def add_semantic_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--data-root", required=True, help="folder holding the benchmark layout")
     p.add_argument("--dataset", default=None,
                    help="voc21, voc20, pc60, pc59, coco_stuff, coco_object, cityscapes, ade20k "
-                        "(default: the config's dataset_type)")
+                        "(default: the config's dataset_type); with --method it also picks the config")
     p.add_argument("--out", default=None, help="output folder (default runs/eval-semantic/<dataset>)")
     p.add_argument("--save-predictions", action="store_true", help="write preds/<id>.png")
     p.add_argument("--resume", action="store_true", help="continue from out/state_rank*.npz")
@@ -64,19 +98,46 @@ def add_coco_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def register_cli(subparsers: Any) -> None:
     """Add ``eval-semantic`` and ``eval-coco`` to an ``argparse`` subparsers object."""
+    from ovdense.cli.common import HelpFormatter
+
     add_semantic_args(subparsers.add_parser(
-        "eval-semantic", help="mIoU on a semantic-segmentation benchmark (mmseg conventions)"))
+        "eval-semantic", help="mIoU on a semantic-segmentation benchmark (mmseg conventions)",
+        description="mIoU on a semantic-segmentation benchmark, with mmseg's conventions.",
+        epilog=SEMANTIC_EXAMPLES, formatter_class=HelpFormatter))
     add_coco_args(subparsers.add_parser(
-        "eval-coco", help="COCO bbox/segm AP (pycocotools) and semantic mIoU"))
+        "eval-coco", help="COCO bbox/segm AP (pycocotools) and semantic mIoU",
+        description="COCO bbox/segm AP (pycocotools) from instances built from the semantic output, and the "
+                    "semantic mIoU of the painted ground truth.",
+        epilog=COCO_EXAMPLES, formatter_class=HelpFormatter))
 
 
 def _build_segmenter(args: argparse.Namespace) -> Any:
-    """The segmenter of ``--config`` with the command-line overrides (one GPU per rank under torchrun)."""
-    from ovdense.cli.main import build_segmenter_from_args
+    """The segmenter of ``--config``/``--method`` with the command-line overrides (checked first;
+    one GPU per rank under torchrun)."""
+    from ovdense.cli.common import build_segmenter, load_cli_config
 
-    if not Path(args.config).is_file():
-        raise SystemExit(f"error: config file not found: {args.config}")
-    return build_segmenter_from_args(args)
+    cfg = load_cli_config(args, dataset=getattr(args, "dataset", None))
+    return build_segmenter(cfg, args)
+
+
+def _peek_config(args: argparse.Namespace) -> Any:
+    """The config as written (no overrides, no checks), for its dataset_type; None if unreadable."""
+    from ovdense.cli.common import UserError, resolve_config_name
+    from ovdense.config import load_config
+
+    path = resolve_config_name(args, getattr(args, "dataset", None))  # UserError: unknown name
+    try:
+        return load_config(path)
+    except Exception as err:  # reported by _build_segmenter with the full checks
+        if isinstance(err, (KeyboardInterrupt, UserError)):
+            raise
+        return None
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    from ovdense.cli.common import resolve_config_name
+
+    return resolve_config_name(args, getattr(args, "dataset", None))
 
 
 def _current_classes(segmenter: Any) -> list[str] | None:
@@ -124,30 +185,48 @@ def _dataset_name(args: argparse.Namespace, cfg: Any) -> str:
     if not name and isinstance(cfg.get("dataset"), dict):
         name = cfg.get("dataset").get("type")
     if not name:
-        raise SystemExit("no dataset: pass --dataset NAME or set dataset_type in the config")
+        from ovdense.cli.common import UserError
+
+        raise UserError("no dataset: pass --dataset NAME or set dataset_type in the config")
     return str(name)
 
 
-def run_semantic(args: argparse.Namespace) -> int:
+def run_semantic(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     """Handler of ``eval-semantic``."""
+    from ovdense.cli.common import run_guarded
+
+    return run_guarded(lambda: _run_semantic(args))
+
+
+def _run_semantic(args: argparse.Namespace) -> int:
+    from ovdense.cli.common import UserError, check_classes_file, check_device, check_dir, check_output_dir
     from ovdense.datasets import build_dataset, resolve_name
     from ovdense.distributed import env_world
     from ovdense.evaluation.semantic_runner import evaluate_semantic
 
-    segmenter = _build_segmenter(args)
-    name = resolve_name(_dataset_name(args, segmenter.config or {}))
-    dataset = build_dataset(name, args.data_root, limit=args.limit)
+    # every input first: no model is loaded before these pass
+    check_device(args.device)
+    check_dir(args.data_root, "data root")
+    check_classes_file(args.classes_file)
+    cfg = _peek_config(args)
+    name = resolve_name(_dataset_name(args, cfg or {}))
+    dataset = build_dataset(name, args.data_root, limit=args.limit)  # DatasetError: missing parts
+    if len(dataset) == 0:
+        raise UserError(f"dataset {name!r} under {args.data_root} has no images")
+    out = args.out or str(Path("runs") / "eval-semantic" / name)
+    check_output_dir(out)
     classes_file = args.classes_file
+    if classes_file is None:
+        found = _find_class_file(dataset.spec.class_file, _config_path(args))
+    segmenter = _build_segmenter(args)
     current = _current_classes(segmenter)
     if classes_file is None and (current is None or len(current) != dataset.num_classes):
-        found = _find_class_file(dataset.spec.class_file, args.config)
         if found is None:
-            raise SystemExit(f"class-name file {dataset.spec.class_file} not found next to the "
-                             "config or in configs/; pass --classes-file")
+            raise UserError(f"class-name file {dataset.spec.class_file} not found next to the "
+                            "config or in the shipped configs; pass --classes-file")
         classes_file = str(found)
     if classes_file is not None:
         _set_name_file(segmenter, classes_file, dataset.spec.background)
-    out = args.out or str(Path("runs") / "eval-semantic" / name)
     metrics = evaluate_semantic(segmenter, dataset, out_dir=out,
                                 save_predictions=args.save_predictions, progress=not args.quiet,
                                 resume=args.resume, checkpoint_every=args.checkpoint_every)
@@ -156,18 +235,34 @@ def run_semantic(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_coco(args: argparse.Namespace) -> int:
+def run_coco(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     """Handler of ``eval-coco``."""
+    from ovdense.cli.common import run_guarded
+
+    return run_guarded(lambda: _run_coco(args))
+
+
+def _run_coco(args: argparse.Namespace) -> int:
+    from ovdense.cli.common import UserError, check_classes_file, check_device, check_dir, check_file, check_output_dir
     from ovdense.evaluation.coco import evaluate_coco
 
-    segmenter = _build_segmenter(args)
+    check_device(args.device)
+    check_file(args.gt, "COCO annotation file")
+    check_dir(args.images, "COCO image folder")
+    check_classes_file(args.classes_file)
     iou_types = [t.strip() for t in args.iou_type.split(",") if t.strip()]
+    bad = [t for t in iou_types if t not in ("bbox", "segm")]
+    if bad or not iou_types:
+        raise UserError(f"--iou-type: use bbox, segm or bbox,segm (got {args.iou_type!r})")
+    out = args.out or str(Path("runs") / "eval-coco")
+    check_output_dir(out)
+    segmenter = _build_segmenter(args)
     result = evaluate_coco(
         segmenter, args.gt, args.images, classes_file=args.classes_file,
         background=not args.no_background, strategy=args.strategy,
         strategy_options={"min_area": args.min_area} if args.min_area else None,
         iou_types=iou_types, semantic=not args.no_semantic, crowd=args.crowd, limit=args.limit,
-        out_dir=args.out or str(Path("runs") / "eval-coco"), progress=not args.quiet)
+        out_dir=out, progress=not args.quiet)
     if args.quiet:
         for t, m in result.metrics.items():
             print(f"{t}: AP {m.AP:.3f}  AP50 {m.AP50:.3f}  AP75 {m.AP75:.3f}")
@@ -176,13 +271,17 @@ def run_coco(args: argparse.Namespace) -> int:
 
 def main_semantic(argv: Sequence[str] | None = None) -> int:
     """Standalone ``eval-semantic`` (used by ``tools/eval_semseg.py``)."""
-    parser = add_semantic_args(argparse.ArgumentParser(description="ovdense semantic evaluation"))
+    from ovdense.cli.common import Parser
+
+    parser = add_semantic_args(Parser(description="ovdense semantic evaluation", epilog=SEMANTIC_EXAMPLES))
     args = parser.parse_args(argv)
     return args.func(args)
 
 
 def main_coco(argv: Sequence[str] | None = None) -> int:
     """Standalone ``eval-coco`` (used by ``tools/eval_coco.py``)."""
-    parser = add_coco_args(argparse.ArgumentParser(description="ovdense COCO evaluation"))
+    from ovdense.cli.common import Parser
+
+    parser = add_coco_args(Parser(description="ovdense COCO evaluation", epilog=COCO_EXAMPLES))
     args = parser.parse_args(argv)
     return args.func(args)

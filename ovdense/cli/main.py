@@ -1,133 +1,344 @@
-"""The ``ovdense`` command line: ``ovdense segment ...`` (and the evaluation subcommands)."""
+"""The ``ovdense`` command line: ``demo``, ``segment``, ``configs``, ``eval-semantic``, ``eval-coco``
+and ``benchmark``.
+
+Exit codes: 0 done; 1 nothing produced (no image found, every image failed, or ``--strict`` and
+one failed); 2 a user error, reported as one ``error: ...`` line on stderr; 130 interrupted.
+Every input (source, output folder, class file, config, device, model name, head) is checked
+before any model is loaded.
+"""
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import shlex
 import sys
-from typing import List, Optional
+from typing import Any, List, Optional, Sequence
+
+from .common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Parser,
+    UserError,
+    add_model_options,
+    build_segmenter,
+    check_classes_file,
+    check_device,
+    check_output_dir,
+    load_cli_config,
+    positive_batch,
+    print_error,
+    resolve_config_name,
+    run_guarded,
+)
+
+SEGMENT_EXAMPLES = """\
+examples:
+  ovdense segment photos/ --classes cat "dog, puppy" --background "sky, wall" --out runs/pets
+  ovdense segment photos/ --config sclip_voc21 --out runs/voc          # VOC's 21 classes, SCLIP's protocol
+  ovdense segment photo.jpg --method naclip --classes-file names.txt --pretrained /weights/ViT-B-16.pt
+  ovdense segment photos/ --classes road car tree --threshold 0.3 --no-pamr --templates "a photo of a {}."
+  ovdense segment photos/ --out runs/pets --resume                     # continue an interrupted run
+
+Outputs (OUT): labels/<name>.png (class ids, palette PNG), overlays/<name>.jpg, preds/<name>.json,
+categories.json and run.json (classes, config, command, failures). <name> keeps the image's
+extension (a.jpg -> labels/a.jpg.png), so a.jpg and a.png never overwrite each other.
+"""
+
+DEMO_EXAMPLES = """\
+examples:
+  ovdense demo                       # shipped images, shipped tiny CLIP, no network: writes ovdense-demo/
+  ovdense demo --out /tmp/demo --head sclip
+
+The tiny CLIP (3.7 M parameters) was trained on a synthetic world of textured grass, water and
+sand with coloured shapes; it knows only those 9 classes. For real photos use `ovdense segment`
+with real CLIP weights (open_clip tag or --pretrained FILE).
+"""
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="mmengine config (configs/<head>/<head>_<dataset>.py)")
-    p.add_argument("--clip-model", help="override the config's open_clip model name (or model-config .json)")
-    p.add_argument("--pretrained", help="override the weights: an open_clip tag or a local checkpoint path")
-    p.add_argument("--head", help="override the head (ovdense.list_heads())")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda:0, ...")
-    p.add_argument("--dtype", default="fp32", help="fp32, fp16, bf16 or auto")
-    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override config entries, e.g. decode.logit_scale=50 head.gaussian_std=3 windows.crop=0")
-
-
-def build_segmenter_from_args(args, classes=None, background=None):
-    """Config + CLI overrides -> OVSegmenter (classes set)."""
-    from mmengine.config import DictAction
-
-    from ..config import load_config, segmenter_from_config
-
-    from ..distributed import env_world
-
-    _, world, local = env_world()
-    if world > 1 and args.device in ("auto", "cuda"):
-        import torch
-
-        if torch.cuda.is_available():
-            args.device = f"cuda:{local}"  # one GPU per process under torchrun
-    cfg = load_config(args.config)
-    if args.cfg_options:
-        parsed = argparse.Namespace()
-        DictAction(option_strings=[], dest="o")(None, parsed, args.cfg_options)
-        cfg.merge_from_dict(parsed.o)
-    backbone = dict(cfg.get("backbone") or {})
-    if getattr(args, "clip_model", None):
-        backbone["clip_model"] = args.clip_model
-    if getattr(args, "pretrained", None):
-        backbone["pretrained"] = args.pretrained
-    cfg.backbone = backbone
-    if getattr(args, "head", None):
-        cfg.head = dict(type=args.head)
-    return segmenter_from_config(cfg, classes=classes, background=background, device=args.device, dtype=args.dtype)
-
-
-def _classes_from_args(args):
+# ---------------------------------------------------------------------------------- classes
+def _classes_from_args(args: argparse.Namespace):
+    """(classes, background) from --classes/--classes-file/--background(-first); None = the config's."""
     if args.classes and args.classes_file:
-        raise SystemExit("give --classes or --classes-file, not both")
+        raise UserError("give --classes or --classes-file, not both")
+    if args.background_first and not args.classes_file:
+        raise UserError("--background-first says the first line of --classes-file is the background; "
+                        "with --classes use --background NAMES")
+    if args.background_first and args.background is not None:
+        raise UserError("give --background or --background-first, not both")
     if args.classes_file:
-        if not os.path.isfile(args.classes_file):
-            raise SystemExit(f"error: class-name file not found: {args.classes_file}")
-        return args.classes_file
-    return args.classes or None
+        check_classes_file(args.classes_file)
+        return args.classes_file, ("first" if args.background_first else args.background)
+    if args.classes:
+        return list(args.classes), args.background
+    return None, args.background
 
 
-def cmd_segment(args) -> int:
+def _config_classes(cfg: Any):
+    from ..config import resolve_names_path
+
+    spec = cfg.get("classes") or {}
+    return resolve_names_path(spec.get("names"), cfg), spec.get("background")
+
+
+def _vocabulary(classes: Any, background: Any):
+    from ..text.vocabulary import build_vocabulary
+
+    try:
+        return build_vocabulary(classes, background=background)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"classes: {err}") from None
+
+
+def _categories(vocab) -> List[dict]:
+    return [{"id": i, "name": n, "synonyms": list(s)}
+            for i, (n, s) in enumerate(zip(vocab.class_names, vocab.synonyms))]
+
+
+# ---------------------------------------------------------------------------------- segment
+def _default_out(base: str = os.path.join("runs", "segment")) -> str:
+    """``runs/segment/exp``, ``exp2``, ... : the first that holds no run (Ultralytics' rule)."""
+    from ..apps.folder import has_previous_run
+
+    n = 1
+    while True:
+        path = os.path.join(base, "exp" if n == 1 else f"exp{n}")
+        if not os.path.exists(path) or (os.path.isdir(path) and not has_previous_run(path)
+                                        and not os.listdir(path)):
+            return path
+        n += 1
+
+
+def cmd_segment(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
+    return run_guarded(lambda: _segment(args, argv))
+
+
+def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from ..apps.folder import find_images, prepare_output, run_fingerprint
+
+    # 1. inputs, cheapest first; no model is loaded before all of them pass
+    check_device(args.device)
+    classes, background = _classes_from_args(args)
+    if not os.path.exists(args.src):
+        raise UserError(f"input folder not found: {args.src}")
+    if args.out is None:
+        if args.resume:
+            raise UserError("--resume needs the --out folder of the run to continue")
+        args.out = _default_out()
+    if os.path.isfile(args.out):
+        raise UserError(f"output folder {args.out} exists and is not a folder")
+    resolve_config_name(args, args.dataset)  # an unknown config name fails before the folder walk
+    images = find_images(args.src, exclude=[args.out])
+    if not images:
+        from ..io.images import IMAGE_EXTENSIONS
+
+        print(f"error: no images found in {args.src} (looked for {', '.join(IMAGE_EXTENSIONS)})", file=sys.stderr)
+        return EXIT_FAILED
+    cfg = load_cli_config(args, dataset=args.dataset)
+    if classes is None:
+        classes, cfg_background = _config_classes(cfg)
+        background = cfg_background if background is None else background
+    if classes is None:
+        raise UserError("no classes: pass --classes or --classes-file (or a config/--dataset that names classes)")
+    vocab = _vocabulary(classes, background)
+    check_output_dir(args.out)
+    config = cfg.to_dict()
+    config["classes"] = {"names": [list(s) for s in vocab.synonyms], "background": vocab.has_background}
+    from ..runtime import resolve_device, resolve_dtype
+
+    try:
+        dtype = str(resolve_dtype(args.dtype, resolve_device(args.device)))  # as the segmenter will
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    fingerprint = run_fingerprint(_categories(vocab), config, dtype)
+    prepare_output(args.out, fingerprint, resume=args.resume, overwrite=args.overwrite)
+
+    # 2. the model
     from ..distributed import barrier, init_distributed, shutdown
     from ..apps.folder import merge_rank_records, segment_folder
 
-    classes = _classes_from_args(args)
-    background = args.background
-    if background is None and args.background_first:
-        background = "first"
-    try:
-        seg = build_segmenter_from_args(args, classes=classes, background=background)
-    except (FileNotFoundError, ValueError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if seg.vocabulary is None:
-        print("error: no classes: pass --classes or --classes-file (or use a config with classes)", file=sys.stderr)
-        return 2
+    seg = build_segmenter(cfg, args, classes=classes, background=background)
+    seg.config = config
     dist = init_distributed(seg.device)
-    info = {"config": seg.config, "command": " ".join(sys.argv), "device": str(seg.device), "dtype": str(seg.dtype)}
+    info = {"config": config, "command": shlex.join(["ovdense", *argv]), "cwd": os.getcwd(),
+            "device": str(seg.device), "dtype": str(seg.dtype)}
     try:
         summary = segment_folder(seg, args.src, args.out, resume=args.resume, batch_size=args.batch_size,
                                  progress=not args.quiet and dist.rank == 0, save_overlays=not args.no_overlays,
-                                 run_info=info, shard=(dist.rank, dist.world_size))
+                                 run_info=info, shard=(dist.rank, dist.world_size), images=images)
         barrier(dist)
         if dist.distributed and dist.rank == 0:
             merge_rank_records(args.out, dist.world_size)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted: finished images are kept; rerun with --resume to continue", file=sys.stderr)
         return 130
+    except OSError as err:
+        raise UserError(f"cannot write to {args.out}: {err.strerror or err}"
+                        + (" (no space left on the device)" if err.errno == 28 else "")) from None
     finally:
         shutdown(dist)
     print(f"{summary.done} segmented, {summary.skipped} already done, {len(summary.failed)} failed "
           f"({summary.seconds:.1f} s) -> {args.out}")
     for failure in summary.failed:
         print(f"  skipped: {failure['error']}", file=sys.stderr)
-    return 0
+    if summary.failed and summary.done + summary.skipped == 0:
+        print(f"error: every image failed ({len(summary.failed)}); see {os.path.join(args.out, 'run.json')}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    if summary.failed and args.strict:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------- demo
+def demo_config(head: str = "maskclip") -> dict:
+    """The shipped tiny CLIP's protocol: whole 64 px image, one template, scale 40."""
+    from ..assets import asset_path
+
+    return dict(
+        backbone=dict(clip_model=asset_path("synth_clip", "synth-vit-tiny.json"),
+                      pretrained=asset_path("synth_clip", "synth_clip.pt"), weights_format="open_clip"),
+        head=dict(type=head),
+        preprocess=dict(short_side=64),
+        windows=dict(crop=0),
+        decode=dict(logit_scale=40.0),
+        text_encoder=dict(templates=["a photo of a {}."]),
+    )
+
+
+def cmd_demo(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
+    return run_guarded(lambda: _demo(args, argv))
+
+
+def _demo(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    import json
+    import time
+
+    from mmengine.config import Config
+
+    from ..apps.folder import has_previous_run, segment_folder
+    from ..assets import asset_path, example_images
+    from ..heads import list_heads
+
+    check_device(args.device)
+    if args.head not in list_heads():
+        raise UserError(f"unknown head {args.head!r}; heads: {', '.join(list_heads())}")
+    check_output_dir(args.out)
+    overwrite = False
+    if has_previous_run(args.out):
+        try:
+            with open(os.path.join(args.out, "run.json"), encoding="utf-8") as fh:
+                overwrite = bool(json.load(fh).get("demo"))
+        except (OSError, ValueError):
+            overwrite = False
+        if not overwrite:
+            raise UserError(f"output folder {args.out} holds another run; choose another --out")
+    t0 = time.perf_counter()
+    cfg = Config(demo_config(args.head))
+    args.dtype = "fp32"
+    classes = asset_path("synth_classes.txt")
+    seg = build_segmenter(cfg, args, classes=classes)
+    images = example_images()
+    info = {"demo": True, "config": seg.config, "command": shlex.join(["ovdense", *argv]), "cwd": os.getcwd(),
+            "device": str(seg.device), "dtype": str(seg.dtype)}
+    summary = segment_folder(seg, os.path.dirname(images[0]), args.out, batch_size=len(images),
+                             progress=False, run_info=info, overwrite=overwrite, images=images)
+    seconds = time.perf_counter() - t0
+    for path in images:
+        name = os.path.basename(path)
+        with open(os.path.join(args.out, "preds", name + ".json"), encoding="utf-8") as fh:
+            record = json.load(fh)
+        total = max(1, record["height"] * record["width"])
+        areas = sorted(record["class_areas"].items(), key=lambda kv: -kv[1])
+        found = ", ".join(f"{n} {100 * a / total:.0f}%" for n, a in areas if a)
+        print(f"{name}: {found}")
+    print(f"{summary.done} example images segmented in {seconds:.1f} s (model load included) -> "
+          f"{os.path.join(args.out, 'overlays')}")
+    return EXIT_OK if summary.done else EXIT_FAILED
+
+
+# ---------------------------------------------------------------------------------- configs
+def cmd_configs(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
+    from ..config import configs_dir, find_config, list_configs
+
+    if args.name:
+        try:
+            path = find_config(args.name)
+        except FileNotFoundError as err:
+            return print_error(err)
+        with open(path, encoding="utf-8") as fh:
+            sys.stdout.write(fh.read())
+        return EXIT_OK
+    print(f"# shipped configs ({configs_dir()}); use as --config NAME or --method METHOD --dataset DATASET")
+    for name in list_configs():
+        print(name)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------- parser
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ovdense", description="Open-vocabulary dense prediction with CLIP.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="ovdense", description="Open-vocabulary semantic segmentation with CLIP: any class "
+                    "names you type.",
+                    epilog="examples:\n  ovdense demo\n  ovdense segment photos/ --classes cat dog --out runs/pets\n"
+                           "  ovdense eval-semantic --config naclip_voc21 --data-root data/VOCdevkit/VOC2012\n"
+                           "  ovdense configs\n\nRun `ovdense COMMAND --help` for a command's options.")
+    parser.add_argument("--version", action="version", version=f"ovdense {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
-    p = sub.add_parser("segment", help="segment every image below a folder")
-    p.add_argument("src", help="image folder (searched recursively) or one image")
-    p.add_argument("--classes", nargs="+", metavar="CLASS",
+    d = sub.add_parser("demo", help="segment the shipped example images with the shipped tiny CLIP (offline)",
+                       description="Segment the shipped example images with the shipped tiny CLIP. Needs no "
+                                   "network and no weights: a first check that everything works.",
+                       epilog=DEMO_EXAMPLES)
+    d.add_argument("--out", default="ovdense-demo", help="output folder (overlays/, labels/, preds/, run.json)")
+    d.add_argument("--head", default="maskclip", help="training-free head (vanilla, maskclip, sclip, clearclip, naclip)")
+    d.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    d.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("segment", help="segment every image below a folder (labels, overlays, JSON records)",
+                       description="Segment every image below a folder (recursively), or one image, into the "
+                                   "classes you name.", epilog=SEGMENT_EXAMPLES)
+    p.add_argument("src", help="image folder (searched recursively; the output folder is skipped) or one image")
+    c = p.add_argument_group("classes (default: the config's)")
+    c.add_argument("--classes", nargs="+", metavar="CLASS",
                    help='class names; each value is one class, synonyms separated by ", " (e.g. cat "dog, puppy")')
-    p.add_argument("--classes-file", help='name file: one class per line, synonyms separated by ", " or "; "')
-    p.add_argument("--background", help='background synonyms to add as class 0, e.g. "sky, wall, floor"')
-    p.add_argument("--background-first", action="store_true",
+    c.add_argument("--classes-file", help='name file: one class per line, synonyms separated by ", " or "; "')
+    c.add_argument("--background", help='background synonyms to add as class 0, e.g. "sky, wall, floor"')
+    c.add_argument("--background-first", action="store_true",
                    help="the first line of --classes-file is the background class")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--resume", action="store_true", help="skip images whose preds/<name>.json exists")
-    p.add_argument("--batch-size", type=int, default=4, help="images whose windows share forward passes")
-    p.add_argument("--no-overlays", action="store_true", help="do not write overlay JPGs")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.add_argument("--dataset", default=None,
+                   help="use the shipped config of this benchmark for --method (its protocol and classes), "
+                        "e.g. voc21, ade20k")
+    o = p.add_argument_group("run")
+    o.add_argument("--out", default=None, help="output folder (default: runs/segment/exp, exp2, ...)")
+    o.add_argument("--resume", action="store_true",
+                   help="continue a run in --out: skip finished images; refused if classes or config differ")
+    o.add_argument("--overwrite", action="store_true", help="remove a previous run's outputs in --out first")
+    o.add_argument("--batch-size", type=positive_batch, default=4, help="images whose windows share forward passes")
+    o.add_argument("--no-overlays", action="store_true", help="do not write overlay JPGs")
+    o.add_argument("--strict", action="store_true", help="exit 1 if any image failed (default: only if all did)")
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(p)
     p.set_defaults(func=cmd_segment)
 
-    b = sub.add_parser("benchmark", help="time each head against a plain baseline (see --help)", add_help=False)
+    g = sub.add_parser("configs", help="list the shipped configs, or print one",
+                       description="List the shipped configs (usable by name with --config), or print one.")
+    g.add_argument("name", nargs="?", help="a config name such as naclip_voc21")
+    g.set_defaults(func=cmd_configs)
+
+    b = sub.add_parser("benchmark", help="time each head against a plain baseline (see benchmark --help)",
+                       add_help=False)
     b.set_defaults(func=None)  # dispatched in main() so that all its options pass through
 
-    try:
-        from .evaluate import register_cli
-    except ImportError:
-        register_cli = None
-    if register_cli is not None:
-        register_cli(sub)
+    from .evaluate import register_cli
+
+    register_cli(sub)
     return parser
 
 
@@ -139,7 +350,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         return benchmark_main(argv[1:])
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args, argv) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

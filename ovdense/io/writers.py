@@ -10,6 +10,13 @@ from typing import Any, Iterator, Sequence, Union
 import numpy as np
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it; there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str) -> Iterator[str]:
     """Yield a temporary path in the target's folder; rename it onto ``path`` on success."""
@@ -18,6 +25,7 @@ def atomic_path(path: str) -> Iterator[str]:
     suffix = os.path.splitext(path)[1]
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
     try:
         yield tmp
         os.replace(tmp, path)

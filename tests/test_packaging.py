@@ -1,0 +1,149 @@
+"""Packaging (issue 10 item 1-2): the wheel ships configs, name files, the demo assets and the licence;
+the dependencies are what ovdense imports; an installed wheel runs ``ovdense demo`` offline outside the
+repository (slow: builds a wheel and a venv)."""
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+try:
+    import tomllib
+except ImportError:  # pragma: no cover - Python 3.10
+    tomllib = None
+
+
+def _pyproject():
+    if tomllib is None:
+        pytest.skip("tomllib needs Python 3.11")
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def _dist_name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+#: distribution -> the top-level module it provides
+IMPORT_NAMES = {"torch": "torch", "open-clip-torch": "open_clip", "mmengine-lite": "mmengine",
+                "opencv-python-headless": "cv2", "pycocotools": "pycocotools", "numpy": "numpy",
+                "pillow": "PIL", "tqdm": "tqdm", "safetensors": "safetensors"}
+
+
+def _imported_modules():
+    names = set()
+    for path in (REPO / "ovdense").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_dependencies_are_what_ovdense_imports():
+    meta = _pyproject()["project"]
+    deps = [_dist_name(r) for r in meta["dependencies"]]
+    imported = _imported_modules()
+    for dist in deps:
+        assert dist in IMPORT_NAMES, f"{dist}: add it to IMPORT_NAMES"
+        assert IMPORT_NAMES[dist] in imported, f"{dist} is a dependency but nothing imports {IMPORT_NAMES[dist]}"
+    # one OpenCV wheel, and none that pulls the GUI one (mmengine does; mmengine-lite is the same code)
+    assert [d for d in deps if d.startswith("opencv")] == ["opencv-python-headless"]
+    assert "mmengine" not in deps and "segment-anything" not in deps and "torchvision" not in deps
+    extras = meta["optional-dependencies"]
+    assert {"sam", "dino", "train", "dev", "test"} <= set(extras)
+    assert [_dist_name(r) for r in extras["sam"]] == ["segment-anything"]
+    assert meta["license"] == "MIT" and (REPO / "LICENSE").read_text().startswith("MIT License")
+    assert meta["scripts"]["ovdense"] == "ovdense.cli.main:main"
+
+
+def test_named_configs_resolve_from_the_shipped_folder():
+    from ovdense.config import configs_dir, find_config, load_config
+
+    assert find_config("naclip_voc21") == os.path.join(configs_dir(), "naclip", "naclip_voc21.py")
+    assert find_config("configs/sclip/sclip_ade20k.py").endswith(os.path.join("sclip", "sclip_ade20k.py"))
+    assert find_config("naclip") == os.path.join(configs_dir(), "_base_", "naclip.py")
+    cfg = load_config("naclip_voc21")
+    assert cfg.head["type"] == "naclip" and cfg.classes["names"] == "../names/cls_voc21.txt"
+    with pytest.raises(FileNotFoundError, match="config file not found: nope"):
+        load_config("nope")
+
+
+def _build_wheel(dest: Path) -> Path:
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation",
+                           "--no-index", "-q", "-w", str(dest)], capture_output=True, text=True, timeout=300,
+                          cwd=dest)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    wheels = list(dest.glob("ovdense-*.whl"))
+    assert len(wheels) == 1
+    return wheels[0]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    return _build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+def test_wheel_ships_configs_names_assets_and_licence(wheel):
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+    configs = sorted(p.relative_to(REPO / "configs").as_posix() for p in (REPO / "configs").rglob("*")
+                     if p.is_file() and p.suffix in (".py", ".txt", ".md") and "__pycache__" not in p.parts)
+    missing = [c for c in configs if f"ovdense/configs/{c}" not in names]
+    assert not missing, missing
+    for asset in ("synth_clip/synth_clip.pt", "synth_clip/synth-vit-tiny.json", "synth_classes.txt"):
+        assert f"ovdense/assets/{asset}" in names
+    assert sum(n.startswith("ovdense/assets/images/") and n.endswith(".png") for n in names) >= 2
+    assert any(n.endswith("licenses/LICENSE") for n in names)
+    assert not any(n.startswith(("tests/", "tools/")) for n in names)
+    assert wheel.stat().st_size < 12 * 2**20
+
+
+@pytest.mark.slow
+def test_installed_wheel_runs_the_demo_offline_outside_the_repo(wheel, tmp_path):
+    """A fresh venv (torch etc. from the system), the wheel installed without an index, ``ovdense demo`` run
+    from a folder outside the repository: the installed package, not the checkout, does the work."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
+    py = venv / "bin" / "python"
+    proc = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env.update(HF_HUB_OFFLINE="1", OVDENSE_CACHE_DIR=str(tmp_path / "cache"))
+    where = subprocess.run([str(py), "-c", "import ovdense, ovdense.config as c; print(ovdense.__file__); "
+                            "print(c.find_config('naclip_voc21'))"], capture_output=True, text=True, cwd=work,
+                           env=env, timeout=120)
+    assert where.returncode == 0, where.stderr
+    module, config = where.stdout.split()
+    assert module.startswith(str(venv)) and config.startswith(str(venv)), where.stdout
+    ovdense_exe = venv / "bin" / "ovdense"
+    version = subprocess.run([str(ovdense_exe), "--version"], capture_output=True, text=True, cwd=work, env=env)
+    assert version.returncode == 0 and version.stdout.startswith("ovdense ")
+    demo = subprocess.run([str(ovdense_exe), "demo", "--out", "demo-out", "--device", "cpu"], capture_output=True,
+                          text=True, cwd=work, env=env, timeout=600)
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    overlays = sorted((work / "demo-out" / "overlays").glob("*.jpg"))
+    assert len(overlays) >= 2
+    from PIL import Image
+
+    for path in overlays:
+        with Image.open(path) as im:
+            assert im.size == (192, 192)
+    assert "example images segmented" in demo.stdout
+    # a named config with its relative name file resolves inside the installed package
+    names = subprocess.run([str(py), "-c", "from ovdense.config import load_config, resolve_names_path; "
+                            "c = load_config('sclip_voc21'); print(resolve_names_path(c.classes['names'], c))"],
+                           capture_output=True, text=True, cwd=work, env=env, timeout=120)
+    assert names.returncode == 0 and names.stdout.strip().startswith(str(venv)), names.stdout + names.stderr
+    assert os.path.isfile(names.stdout.strip())
