@@ -120,7 +120,11 @@ def confusion_image(matrix: np.ndarray, class_names: Sequence[str], out_path: Pa
     side, fsize, _ = confusion_figsize(c)
     fig = Figure(figsize=(side + 1.2, side), dpi=100, layout="constrained")
     ax = fig.add_subplot()
-    im = ax.imshow(np.ma.masked_invalid(norm), cmap="Blues", vmin=0, vmax=100, interpolation="nearest")
+    from matplotlib.colors import PowerNorm
+
+    # square-root colour scale: a 2 % confusion is visible next to a 90 % diagonal
+    im = ax.imshow(np.ma.masked_invalid(norm), cmap="Blues", norm=PowerNorm(0.5, vmin=0, vmax=100),
+                   interpolation="nearest")
     labels = [_short(n, 22) for n in class_names]
     ax.set_xticks(np.arange(c), labels, rotation=90, fontsize=fsize)
     ax.set_yticks(np.arange(c), labels, fontsize=fsize)
@@ -136,9 +140,10 @@ def confusion_image(matrix: np.ndarray, class_names: Sequence[str], out_path: Pa
                 if np.isnan(v) or v < 0.5:
                     continue
                 ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=max(fsize - 1.5, 5),
-                        color="white" if v > 55 else "#222222")
+                        color="white" if v > 35 else "#222222")
     cb = fig.colorbar(im, ax=ax, shrink=0.6, pad=0.01)
-    cb.set_label("% of the ground-truth class", fontsize=9)
+    cb.set_ticks([0, 1, 5, 10, 25, 50, 75, 100])
+    cb.set_label("% of the ground-truth class (square-root scale)", fontsize=9)
     return _save(fig, out_path)
 
 

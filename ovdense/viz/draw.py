@@ -331,32 +331,40 @@ def contact_sheet(items: Sequence[Union[ImageLike, Tuple[str, ImageLike]]], out_
             named.append((os.path.basename(os.fspath(it)), it))
     total = len(named)
     named = named[: max(int(max_items), 0)]
-    n = max(len(named), 1)
+    size = int(np.clip(thumb_size // 16, 11, 18))
+    fnt = font(size)
+    thumbs: List[Tuple[str, Optional[np.ndarray], str]] = []
+    for name, item in named:  # thumbnails first (small), so the cells fit what is drawn
+        try:
+            thumbs.append((name, _thumbnail(_load_rgb(item), thumb_size), ""))
+        except (OSError, ValueError) as exc:  # unreadable file: say so in its cell
+            thumbs.append((name, None, f"unreadable: {exc}"))
+    n = max(len(thumbs), 1)
     cols = columns or min(max(int(math.ceil(math.sqrt(n))), 1), 8)
     rows = int(math.ceil(n / cols))
-    size = int(np.clip(thumb_size // 16, 11, 18))
-    fnt, cap_h, gap = font(size), int(size * 1.7), 8
+    cell_h = max([t.shape[0] for _, t, _ in thumbs if t is not None] + [thumb_size // 2])
+    cap_h, gap = int(size * 1.7), 8
     head = title if title is not None else f"{total} image{'s' if total != 1 else ''}"
-    if total > len(named):
-        head += f" (first {len(named)} shown)"
+    if total > len(thumbs):
+        head += f" (first {len(thumbs)} shown)"
     head_h = int(size * 2.4)
     width = cols * thumb_size + (cols + 1) * gap
-    height = head_h + rows * (thumb_size + cap_h + gap) + gap
+    height = head_h + rows * (cell_h + cap_h + gap) + gap
     sheet = Image.new("RGB", (width, height), (255, 255, 255))
     d = ImageDraw.Draw(sheet)
     d.text((gap, (head_h - size) // 2), head, fill=(20, 20, 20), font=font(size + 2))
-    for k, (name, item) in enumerate(named):
+    for k, (name, th, error) in enumerate(thumbs):
         x = gap + (k % cols) * (thumb_size + gap)
-        y = head_h + (k // cols) * (thumb_size + cap_h + gap)
-        d.rectangle([x, y, x + thumb_size - 1, y + thumb_size - 1], fill=(238, 238, 238))
-        try:
-            th = _thumbnail(_load_rgb(item), thumb_size)
-            ox, oy = x + (thumb_size - th.shape[1]) // 2, y + (thumb_size - th.shape[0]) // 2
-            sheet.paste(Image.fromarray(th), (ox, oy))
-        except (OSError, ValueError) as exc:  # unreadable file: say so in its cell
-            d.text((x + 6, y + thumb_size // 2), _fit_text(fnt, f"unreadable: {exc}", thumb_size - 12),
+        y = head_h + (k // cols) * (cell_h + cap_h + gap)
+        if th is None:
+            d.rectangle([x, y, x + thumb_size - 1, y + cell_h - 1], fill=(238, 238, 238))
+            d.text((x + 6, y + cell_h // 2 - size // 2), _fit_text(fnt, error, thumb_size - 12),
                    fill=(160, 0, 0), font=fnt)
-        d.text((x, y + thumb_size + 3), _fit_text(fnt, name, thumb_size), fill=(40, 40, 40), font=fnt)
+        else:
+            ox, oy = x + (thumb_size - th.shape[1]) // 2, y + (cell_h - th.shape[0]) // 2
+            sheet.paste(Image.fromarray(th), (ox, oy))
+            d.rectangle([ox - 1, oy - 1, ox + th.shape[1], oy + th.shape[0]], outline=(210, 210, 210))
+        d.text((x, y + cell_h + 3), _fit_text(fnt, name, thumb_size), fill=(40, 40, 40), font=fnt)
     return save_image(out_path, np.asarray(sheet))
 
 
