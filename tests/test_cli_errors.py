@@ -222,3 +222,51 @@ def test_subprocess_error_has_no_traceback(tmp_path):
                            "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: input folder not found: {tmp_path / 'missing'}"]
+
+
+def test_eval_semantic_batch_size_and_report(tmp_path, capsys):
+    """The eval flags reach the run: --batch-size (windows per forward), --report (report.html), a named config."""
+    make_layout("voc21", tmp_path / "voc", n_images=2, seed=1, size=(40, 56))
+    out = tmp_path / "out"
+    code = main(["eval-semantic", "--config", "sclip_voc21", "--clip-model", str(TINY_CONFIG), "--pretrained", "none",
+                 "--image-size", "64", "--templates", "a photo of a {}.", "--batch-size", "3", "--device", "cpu",
+                 "--data-root", str(tmp_path / "voc"), "--out", str(out), "--quiet", "--report", "--report-worst", "1"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["num_images"] == 2
+    assert report["config"]["runtime"]["batch_size"] == 3
+    assert (out / "report" / "report.html").is_file()
+
+
+def test_eval_semantic_on_your_own_folders_and_dataset_index_space(tmp_path, capsys):
+    """--img-dir/--ann-dir/--classes-file (mmseg CustomDataset) with reduce_zero_label, and the predictions
+    written back in the label files' own index space (+1, unlabelled 0)."""
+    rng = np.random.default_rng(3)
+    (tmp_path / "img" / "sub").mkdir(parents=True)
+    (tmp_path / "ann" / "sub").mkdir(parents=True)
+    for name in ("a", "sub/b"):
+        Image.fromarray(rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)).save(tmp_path / "img" / f"{name}.jpg")
+        Image.fromarray(rng.integers(0, 4, (32, 48), dtype=np.uint8)).save(tmp_path / "ann" / f"{name}.png")
+    (tmp_path / "names.txt").write_text("cat\ndog\nbird\n")
+    out = tmp_path / "out"
+    base = ["eval-semantic", "--img-dir", str(tmp_path / "img"), "--ann-dir", str(tmp_path / "ann"),
+            "--classes-file", str(tmp_path / "names.txt"), "--reduce-zero-label", "--device", "cpu", "--quiet",
+            "--method", "maskclip", "--clip-model", str(TINY_CONFIG), "--pretrained", "none", "--image-size", "64",
+            "--templates", "simple"]
+    code = main(base + ["--out", str(out), "--save-predictions", "--prediction-format", "dataset"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["num_images"] == 2 and report["num_classes"] == 3 and report["reduce_zero_label"]
+    for name in ("a", "sub/b"):
+        ours = np.array(Image.open(out / "preds" / f"{name}.png"))
+        theirs = np.array(Image.open(out / "preds_dataset" / f"{name}.png"))
+        assert ours.shape == theirs.shape == (32, 48)
+        np.testing.assert_array_equal(theirs, np.where(ours == 255, 0, ours.astype(np.int64) + 1))
+    # a label file missing, a folder missing: one error line, exit 2
+    (tmp_path / "ann" / "a.png").unlink()
+    assert "have no label file" in _error(capsys, main(base + ["--out", str(tmp_path / "o2")]))
+    assert "label folder not found" in _error(capsys, main(
+        ["eval-semantic", "--img-dir", str(tmp_path / "img"), "--ann-dir", str(tmp_path / "nope"),
+         "--classes-file", str(tmp_path / "names.txt")]))
+    assert "--classes-file" in _error(capsys, main(
+        ["eval-semantic", "--img-dir", str(tmp_path / "img"), "--ann-dir", str(tmp_path / "ann")]))

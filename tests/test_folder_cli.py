@@ -76,6 +76,9 @@ def test_segment_folder_end_to_end_with_resume(tmp_path, image_folder, tiny_conf
     assert run["config"]["head"]["type"] == "sclip"
     assert [c["name"] for c in json.loads((out / "categories.json").read_text())] == ["sky", "cat", "dog"]
     assert not list(out.rglob(".tmp-*"))
+    assert (out / "contact_sheet.jpg").is_file()
+    with Image.open(out / "overlays" / "rgb.jpg.jpg") as im:  # the image, then a legend panel
+        assert im.size[1] >= 50 and im.size[0] > 80
     assert "corrupt.jpg" in capsys.readouterr().err
 
     # resume: finished images are skipped; a deleted record is redone

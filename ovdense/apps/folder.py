@@ -5,7 +5,8 @@ Layout of ``out_dir``::
     run.json                 resolved config, classes, versions, counts, failures, timings, command
     categories.json          [{"id", "name", "synonyms"}]: the ids used in every label PNG
     labels/<rel>.<ext>.png   class index per pixel (palette PNG; 16-bit grey above 256 classes)
-    overlays/<rel>.<ext>.jpg colours over the image (background left clear)
+    overlays/<rel>.<ext>.jpg colours, class contours and a legend (background left clear)
+    contact_sheet.jpg        the overlays at a glance (written by the command line)
     preds/<rel>.<ext>.json   per-image record; written last, so it marks the image as done
 
 ``<rel>.<ext>`` is the image's path below the source folder with its extension kept, so
@@ -167,6 +168,39 @@ def _remove_stale_temps(out_dir: str) -> None:
                 break
 
 
+def _write_overlay(path: str, image, result, skip: Sequence[int]) -> None:
+    """The overlay a person looks at: colours, class contours and a legend (classes present, by
+    area) beside the image (:func:`ovdense.viz.draw_overlay`); plain blend if that is unavailable."""
+    try:
+        from ..viz import draw_overlay, save_image
+    except ImportError:  # pragma: no cover - viz is part of the package
+        write_overlay_jpg(path, image, result.label_map, len(result.class_names), skip=skip)
+        return
+    rgb = draw_overlay(image, result.label_map, list(result.class_names),
+                       has_background=bool(getattr(result, "has_background", False)) or 0 in skip)
+    save_image(path, rgb)
+
+
+def write_contact_sheet(out_dir: str, max_items: int = 100) -> Optional[str]:
+    """``contact_sheet.jpg``: thumbnails of the run's overlays with their names (None without overlays)."""
+    folder = os.path.join(out_dir, "overlays")
+    if not os.path.isdir(folder):
+        return None
+    items = []
+    for dirpath, _, files in os.walk(folder):
+        for f in files:
+            if f.endswith(".jpg") and not f.startswith("."):
+                full = os.path.join(dirpath, f)
+                items.append((os.path.relpath(full, folder)[:-len(".jpg")], full))
+    if not items:
+        return None
+    from ..viz import contact_sheet
+
+    items.sort()
+    return contact_sheet(items, os.path.join(out_dir, "contact_sheet.jpg"), max_items=max_items,
+                         title=f"{len(items)} images" + (f" (first {max_items})" if len(items) > max_items else ""))
+
+
 def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -257,8 +291,7 @@ def segment_folder(
                 write_label_png(os.path.join(out_dir, "labels", rel[path] + ".png"), res.label_map,
                                 len(res.class_names))
                 if save_overlays:
-                    write_overlay_jpg(os.path.join(out_dir, "overlays", rel[path] + ".jpg"), img, res.label_map,
-                                      len(res.class_names), skip=skip)
+                    _write_overlay(os.path.join(out_dir, "overlays", rel[path] + ".jpg"), img, res, skip)
                 record = res.to_dict()
                 record.update(label_png=os.path.join("labels", rel[path] + ".png"))
                 write_json(record_path[path], record)

@@ -67,14 +67,32 @@ def _positive(text: str) -> int:
 def add_semantic_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``eval-semantic``."""
     _add_common(p)
-    p.add_argument("--data-root", required=True, help="folder holding the benchmark layout")
+    p.add_argument("--data-root", default=None, help="folder holding the benchmark layout (or --img-dir/--ann-dir)")
     p.add_argument("--dataset", default=None,
                    help="voc21, voc20, pc60, pc59, coco_stuff, coco_object, cityscapes, ade20k "
                         "(default: the config's dataset_type); with --method it also picks the config")
     p.add_argument("--out", default=None, help="output folder (default runs/eval-semantic/<dataset>)")
-    p.add_argument("--save-predictions", action="store_true", help="write preds/<id>.png")
+    p.add_argument("--save-predictions", action="store_true", help="write preds/<id>.png (evaluated class indices)")
+    p.add_argument("--prediction-format", choices=("eval", "dataset"), default="eval",
+                   help="with --save-predictions, 'dataset' also writes preds_dataset/<id>.png in the label files' "
+                        "own index space (mmseg's format_only: +1 and unlabelled 0 for reduce-zero-label datasets "
+                        "such as ADE20K, VOC20, PC59)")
+    own = p.add_argument_group("your own data (instead of --data-root: mmseg's CustomDataset)")
+    own.add_argument("--img-dir", default=None, help="image folder (searched recursively)")
+    own.add_argument("--ann-dir", default=None, help="label folder: same relative paths, class index per pixel, 255 ignored")
+    own.add_argument("--img-suffix", default=".jpg", help="image file suffix")
+    own.add_argument("--seg-suffix", default=".png", help="label file suffix replacing --img-suffix")
+    own.add_argument("--reduce-zero-label", action="store_true",
+                     help="labels start at 1 and 0 is ignored (mmseg's reduce_zero_label)")
+    own.add_argument("--background-first", action="store_true",
+                     help="the first line of --classes-file is a background class (class 0)")
     p.add_argument("--resume", action="store_true", help="continue from out/state_rank*.npz")
     p.add_argument("--checkpoint-every", type=int, default=50, help="images between checkpoints")
+    p.add_argument("--report", action="store_true",
+                   help="also write OUT/report/report.html: per-class IoU bars, confusion matrix, the worst images "
+                        "(needs matplotlib: pip install 'ovdense[report]')")
+    p.add_argument("--report-worst", type=_positive, default=8, metavar="N",
+                   help="image | ground truth | prediction of the N images with the lowest mIoU in the report")
     p.set_defaults(func=run_semantic)
     return p
 
@@ -92,6 +110,9 @@ def add_coco_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--crowd", default="label", choices=("label", "ignore", "skip"),
                    help="crowd regions in the semantic GT")
     p.add_argument("--out", default=None, help="output folder (default runs/eval-coco)")
+    p.add_argument("--report", action="store_true",
+                   help="also write OUT/report/report.html: AP table, precision-recall curves, per-category AP "
+                        "(needs matplotlib: pip install 'ovdense[report]')")
     p.set_defaults(func=run_coco)
     return p
 
@@ -191,6 +212,22 @@ def _dataset_name(args: argparse.Namespace, cfg: Any) -> str:
     return str(name)
 
 
+def _report_kwargs(args: argparse.Namespace, worst: bool) -> dict:
+    """``report=True`` (and the worst-N count) when asked for; matplotlib is checked before the model."""
+    if not getattr(args, "report", False):
+        return {}
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        from ovdense.cli.common import UserError
+
+        raise UserError("--report draws charts with matplotlib, which is not installed: pip install 'ovdense[report]'")
+    kwargs = {"report": True}
+    if worst:
+        kwargs["report_worst"] = args.report_worst
+    return kwargs
+
+
 def run_semantic(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     """Handler of ``eval-semantic``."""
     from ovdense.cli.common import run_guarded
@@ -206,15 +243,22 @@ def _run_semantic(args: argparse.Namespace) -> int:
 
     # every input first: no model is loaded before these pass
     check_device(args.device)
-    check_dir(args.data_root, "data root")
     check_classes_file(args.classes_file)
-    cfg = _peek_config(args)
-    name = resolve_name(_dataset_name(args, cfg or {}))
-    dataset = build_dataset(name, args.data_root, limit=args.limit)  # DatasetError: missing parts
+    if args.img_dir or args.ann_dir:
+        dataset = _custom_dataset(args)
+        name = dataset.name
+    else:
+        if args.data_root is None:
+            raise UserError("pass --data-root (a benchmark layout) or --img-dir and --ann-dir (your own data)")
+        check_dir(args.data_root, "data root")
+        cfg = _peek_config(args)
+        name = resolve_name(_dataset_name(args, cfg or {}))
+        dataset = build_dataset(name, args.data_root, limit=args.limit)  # DatasetError: missing parts
     if len(dataset) == 0:
         raise UserError(f"dataset {name!r} under {args.data_root} has no images")
     out = args.out or str(Path("runs") / "eval-semantic" / name)
     check_output_dir(out)
+    report = _report_kwargs(args, worst=True)
     classes_file = args.classes_file
     if classes_file is None:
         found = _find_class_file(dataset.spec.class_file, _config_path(args))
@@ -229,10 +273,35 @@ def _run_semantic(args: argparse.Namespace) -> int:
         _set_name_file(segmenter, classes_file, dataset.spec.background)
     metrics = evaluate_semantic(segmenter, dataset, out_dir=out,
                                 save_predictions=args.save_predictions, progress=not args.quiet,
-                                resume=args.resume, checkpoint_every=args.checkpoint_every)
+                                resume=args.resume, checkpoint_every=args.checkpoint_every, **report)
+    if args.save_predictions and args.prediction_format == "dataset" and env_world()[0] == 0:
+        from ovdense.apps.custom_dataset import to_dataset_index_space
+
+        to_dataset_index_space(str(Path(out) / "preds"), str(Path(out) / "preds_dataset"),
+                               bool(getattr(dataset.spec, "reduce_zero_label", False)))
     if args.quiet and env_world()[0] == 0:
         print(f"{name}: mIoU {metrics.mIoU:.2f}  aAcc {metrics.aAcc:.2f}  mAcc {metrics.mAcc:.2f}")
     return 0
+
+
+def _custom_dataset(args: argparse.Namespace):
+    """``--img-dir``/``--ann-dir`` with ``--classes-file``: a FolderDataset, checked before the model."""
+    from ovdense.apps.custom_dataset import FolderDataset
+    from ovdense.cli.common import UserError, check_dir
+    from ovdense.text.vocabulary import read_name_file
+
+    if not (args.img_dir and args.ann_dir):
+        raise UserError("your own data needs both --img-dir and --ann-dir")
+    if args.data_root:
+        raise UserError("give --data-root (a benchmark) or --img-dir/--ann-dir (your own data), not both")
+    if not args.classes_file:
+        raise UserError("your own data needs --classes-file (one class per line, in label order)")
+    check_dir(args.img_dir, "image folder")
+    check_dir(args.ann_dir, "label folder")
+    num_classes = len(read_name_file(args.classes_file))
+    return FolderDataset(args.img_dir, args.ann_dir, num_classes, reduce_zero_label=args.reduce_zero_label,
+                         img_suffix=args.img_suffix, seg_suffix=args.seg_suffix, class_file=args.classes_file,
+                         background=args.background_first, limit=args.limit)
 
 
 def run_coco(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
@@ -256,13 +325,14 @@ def _run_coco(args: argparse.Namespace) -> int:
         raise UserError(f"--iou-type: use bbox, segm or bbox,segm (got {args.iou_type!r})")
     out = args.out or str(Path("runs") / "eval-coco")
     check_output_dir(out)
+    report = _report_kwargs(args, worst=False)
     segmenter = _build_segmenter(args)
     result = evaluate_coco(
         segmenter, args.gt, args.images, classes_file=args.classes_file,
         background=not args.no_background, strategy=args.strategy,
         strategy_options={"min_area": args.min_area} if args.min_area else None,
         iou_types=iou_types, semantic=not args.no_semantic, crowd=args.crowd, limit=args.limit,
-        out_dir=out, progress=not args.quiet)
+        out_dir=out, progress=not args.quiet, **report)
     if args.quiet:
         for t, m in result.metrics.items():
             print(f"{t}: AP {m.AP:.3f}  AP50 {m.AP50:.3f}  AP75 {m.AP75:.3f}")

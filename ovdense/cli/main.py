@@ -156,7 +156,7 @@ def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     # 2. the model
     from ..distributed import barrier, init_distributed, shutdown
-    from ..apps.folder import merge_rank_records, segment_folder
+    from ..apps.folder import merge_rank_records, segment_folder, write_contact_sheet
 
     seg = build_segmenter(cfg, args, classes=classes, background=background)
     seg.config = config
@@ -170,6 +170,9 @@ def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
         barrier(dist)
         if dist.distributed and dist.rank == 0:
             merge_rank_records(args.out, dist.world_size)
+        sheet = None
+        if dist.rank == 0 and not args.no_overlays and summary.done:
+            sheet = write_contact_sheet(args.out)
     except KeyboardInterrupt:
         print("interrupted: finished images are kept; rerun with --resume to continue", file=sys.stderr)
         return 130
@@ -179,7 +182,7 @@ def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
     finally:
         shutdown(dist)
     print(f"{summary.done} segmented, {summary.skipped} already done, {len(summary.failed)} failed "
-          f"({summary.seconds:.1f} s) -> {args.out}")
+          f"({summary.seconds:.1f} s) -> {args.out}" + (f" (overview: {sheet})" if sheet else ""))
     for failure in summary.failed:
         print(f"  skipped: {failure['error']}", file=sys.stderr)
     if summary.failed and summary.done + summary.skipped == 0:
@@ -217,7 +220,7 @@ def _demo(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     from mmengine.config import Config
 
-    from ..apps.folder import has_previous_run, segment_folder
+    from ..apps.folder import has_previous_run, segment_folder, write_contact_sheet
     from ..assets import asset_path, example_images
     from ..heads import list_heads
 
@@ -244,6 +247,7 @@ def _demo(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "device": str(seg.device), "dtype": str(seg.dtype)}
     summary = segment_folder(seg, os.path.dirname(images[0]), args.out, batch_size=len(images),
                              progress=False, run_info=info, overwrite=overwrite, images=images)
+    sheet = write_contact_sheet(args.out)
     seconds = time.perf_counter() - t0
     for path in images:
         name = os.path.basename(path)
@@ -253,8 +257,8 @@ def _demo(args: argparse.Namespace, argv: Sequence[str]) -> int:
         areas = sorted(record["class_areas"].items(), key=lambda kv: -kv[1])
         found = ", ".join(f"{n} {100 * a / total:.0f}%" for n, a in areas if a)
         print(f"{name}: {found}")
-    print(f"{summary.done} example images segmented in {seconds:.1f} s (model load included) -> "
-          f"{os.path.join(args.out, 'overlays')}")
+    print(f"{summary.done} example images segmented in {seconds:.1f} s (model load included): overlays in "
+          f"{os.path.join(args.out, 'overlays')}, all at a glance in {sheet}")
     return EXIT_OK if summary.done else EXIT_FAILED
 
 
