@@ -193,7 +193,7 @@ def test_image_scores_by_hand():
 
 # ------------------------------------------------------------------------------------ reports
 H, W = 24, 32
-SHIFTS = [3, 0, 7, 1, 5, 2, 6, 4]  # image i's prediction moves the class border right by SHIFTS[i]
+SHIFTS = [3, 0, 7, 6, 5, 2, 1, 4]  # image i's prediction moves the class border right by SHIFTS[i]
 
 
 def _expected_miou(d):
@@ -212,16 +212,17 @@ class _Dataset:
     name = "halves"
     num_classes = 2
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, write: bool = True):
         self.samples = []
+        root.mkdir(parents=True, exist_ok=True)
         for i in range(len(SHIFTS)):
-            root.mkdir(parents=True, exist_ok=True)
             img, gt = root / f"im{i}.png", root / f"im{i}_gt.npy"
-            Image.fromarray(_image(H, W, seed=i)).save(img)
-            lm = np.zeros((H, W), np.uint8)
-            lm[:, 16:] = 1
-            lm[0, 0] = 255  # one ignored pixel
-            np.save(gt, lm)
+            if write:
+                Image.fromarray(_image(H, W, seed=i)).save(img)
+                lm = np.zeros((H, W), np.uint8)
+                lm[:, 16:] = 1
+                lm[0, 0] = 255  # one ignored pixel
+                np.save(gt, lm)
             self.samples.append(_Sample(f"im{i}", img, gt))
 
     def load_gt(self, gt_path):
@@ -296,6 +297,52 @@ def test_semantic_report_files_sizes_links_and_worst(tmp_path):
     side = confusion_figsize(2)[0]
     assert sizes["confusion.png"] == (round(100 * (side + 1.2)), round(100 * side))
     assert f"{metrics.mIoU:.2f}" in page
+
+
+def _report_worker(rank, world, port, data, out):
+    """One rank of a torchrun-like report run (environment as torchrun sets it)."""
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    from ovdense.evaluation.semantic_runner import evaluate_semantic
+
+    evaluate_semantic(_ShiftSegmenter(), _Dataset(Path(data), write=False), out_dir=out, progress=False,
+                      report=True, report_worst=3)
+
+
+@pytest.mark.slow
+def test_sharded_report_draws_the_global_worst(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import socket
+    import time
+
+    import torch.multiprocessing as mp
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    _Dataset(tmp_path / "data")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "run"
+    ctx = mp.start_processes(_report_worker, nprocs=2, join=False, start_method="spawn",
+                             args=(2, port, str(tmp_path / "data"), str(out)))
+    deadline = time.monotonic() + 120
+    try:
+        while not ctx.join(timeout=1):
+            assert time.monotonic() < deadline, "sharded run timed out"
+    finally:
+        for proc in ctx.processes:
+            if proc.is_alive():
+                proc.kill()
+    folder = out / "report"
+    _check_report(folder)
+    worst = sorted(range(len(SHIFTS)), key=lambda i: -SHIFTS[i])[:3]  # im2, im4 on rank 0; im3 on rank 1
+    assert sorted(p.name for p in (folder / "worst").iterdir()) == [f"{k + 1:02d}_im{i}.png"
+                                                                    for k, i in enumerate(worst)]
+    assert len((folder / "per_image.csv").read_text().splitlines()) == 1 + len(SHIFTS)
 
 
 def test_report_needs_a_folder_and_report_dir_implies_report(tmp_path):

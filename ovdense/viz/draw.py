@@ -199,7 +199,7 @@ def render_legend(entries: Sequence[LegendEntry], colors: np.ndarray, height: in
     row = int(font_size * 1.45)
     pad = max(font_size // 2, 4)
     sw = int(font_size * 1.1)
-    lines = [(e, f"{e.name}", f"{100 * e.fraction:.1f}%") for e in entries]
+    lines = [(e, _fit_text(fnt, e.name, 16 * font_size), f"{100 * e.fraction:.1f}%") for e in entries]
     rows_fit = max_rows or max((height - 2 * pad) // row - len(notes), 1)
     if max_rows is None and rows_fit < min(len(lines), 4):
         rows_fit = min(len(lines), 12)  # a tiny image: one taller column reads better than 3 short ones

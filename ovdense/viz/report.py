@@ -186,12 +186,9 @@ def html_links(html_text: str) -> List[str]:
 
 
 def _stamp() -> str:
-    try:
-        from importlib.metadata import version
+    import ovdense
 
-        v = version("ovdense")
-    except Exception:  # noqa: BLE001 - not installed: no version in the stamp
-        v = "?"
+    v = getattr(ovdense, "__version__", "?")
     return f"ovdense {v} · {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
 
 
@@ -265,8 +262,11 @@ def write_worst_pictures(folder: PathLike, worst: Sequence[WorstImage], class_na
     for rank, w in enumerate(worst, start=1):
         if w.prediction is None or w.image_path is None:
             continue
-        image = load_image(w.image_path)
-        gt = np.asarray(load_gt(w.gt_path))
+        try:
+            image = load_image(w.image_path)
+            gt = np.asarray(load_gt(w.gt_path))
+        except (OSError, ValueError):
+            continue  # moved or unreadable since it was evaluated: the page lists the others
         pred = np.asarray(w.prediction)
         if image.shape[:2] != pred.shape or gt.shape != pred.shape:
             continue  # the image on disk no longer matches what was evaluated
