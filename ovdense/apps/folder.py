@@ -235,6 +235,7 @@ def segment_folder(
     shard: Sequence[int] = (0, 1),
     overwrite: bool = False,
     images: Optional[Sequence[str]] = None,
+    check_output: bool = True,
 ) -> FolderRunSummary:
     """Run ``segmenter`` (an OVSegmenter with classes set) over every image below ``src``.
 
@@ -245,6 +246,8 @@ def segment_folder(
         resume: skip images whose record exists; the recorded classes/config must match.
         overwrite: remove a previous run's outputs first.
         images: the images to run (default: :func:`find_images` below ``src``, ``out_dir`` excluded).
+        check_output: run :func:`prepare_output` on rank 0 (False when the caller already did, before
+            any rank started writing).
     """
     from tqdm import tqdm
 
@@ -265,7 +268,8 @@ def segment_folder(
                                   run_info.get("dtype", str(getattr(segmenter, "dtype", ""))))
     os.makedirs(out_dir, exist_ok=True)
     if rank == 0:
-        prepare_output(out_dir, fingerprint, resume=resume, overwrite=overwrite)
+        if check_output:
+            prepare_output(out_dir, fingerprint, resume=resume, overwrite=overwrite)
         _remove_stale_temps(out_dir)
         write_json(os.path.join(out_dir, "categories.json"), categories)
     summary = FolderRunSummary(total=len(images))

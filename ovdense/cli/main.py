@@ -152,7 +152,10 @@ def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
     except ValueError as err:
         raise UserError(str(err)) from None
     fingerprint = run_fingerprint(_categories(vocab), config, dtype)
-    prepare_output(args.out, fingerprint, resume=args.resume, overwrite=args.overwrite)
+    from ..distributed import env_world
+
+    if env_world()[0] == 0:  # under torchrun rank 0 checks (and --overwrite clears) before any rank writes
+        prepare_output(args.out, fingerprint, resume=args.resume, overwrite=args.overwrite)
 
     # 2. the model
     from ..distributed import barrier, init_distributed, shutdown
@@ -166,7 +169,8 @@ def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
     try:
         summary = segment_folder(seg, args.src, args.out, resume=args.resume, batch_size=args.batch_size,
                                  progress=not args.quiet and dist.rank == 0, save_overlays=not args.no_overlays,
-                                 run_info=info, shard=(dist.rank, dist.world_size), images=images)
+                                 run_info=info, shard=(dist.rank, dist.world_size), images=images,
+                                 check_output=False)
         barrier(dist)
         if dist.distributed and dist.rank == 0:
             merge_rank_records(args.out, dist.world_size)
