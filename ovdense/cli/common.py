@@ -428,7 +428,9 @@ def build_segmenter(cfg: Any, args: argparse.Namespace, classes: Any = None, bac
         if torch.cuda.is_available():
             device = f"cuda:{local}"  # one GPU per process under torchrun
     try:
-        return segmenter_from_config(cfg, classes=classes, background=background, device=device, dtype=args.dtype)
+        with _held_library_errors():
+            return segmenter_from_config(cfg, classes=classes, background=background, device=device,
+                                         dtype=args.dtype)
     except user_error_types() as err:
         raise UserError(print_text(err)) from None
     except TypeError as err:  # a stage constructor refusing a config key
@@ -437,6 +439,38 @@ def build_segmenter(cfg: Any, args: argparse.Namespace, classes: Any = None, bac
         raise UserError(str(err)) from None
     except RuntimeError as err:  # device and driver problems
         raise UserError(f"could not build the model on device {device!r}: {err}") from None
+
+
+class _held_library_errors:
+    """Hold other libraries' ERROR log records (open_clip logs a failed download before raising)
+    while the model loads: shown if the load succeeds, dropped if it fails, since the one
+    ``error:`` line then says what went wrong."""
+
+    def __enter__(self) -> "_held_library_errors":
+        import logging
+
+        self.held: list = []
+        self.handlers = list(logging.getLogger().handlers)
+
+        def hold(record: "logging.LogRecord") -> bool:
+            if record.levelno >= logging.ERROR and not record.name.startswith("ovdense"):
+                self.held.append(record)
+                return False
+            return True
+
+        self.filter = hold
+        for handler in self.handlers:
+            handler.addFilter(hold)
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        import logging
+
+        for handler in self.handlers:
+            handler.removeFilter(self.filter)
+        if exc_type is None:
+            for record in self.held:
+                logging.getLogger(record.name).handle(record)
 
 
 def print_text(err: BaseException) -> str:
