@@ -254,3 +254,20 @@ def test_named_config_and_help(tmp_path, image_folder, capsys):
         main(["segment", "--help"])
     text = capsys.readouterr().out
     assert "examples:" in text and "(default: 4)" in text and "--threshold" in text and "--templates" in text
+
+
+def test_demo_runs_offline_and_reruns(tmp_path, capsys, monkeypatch):
+    """`ovdense demo`: shipped images + shipped tiny CLIP; a rerun replaces its own run, never another one."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "example images segmented" in text and "water" in text
+    overlays = sorted(p.name for p in (out / "overlays").glob("*.jpg"))
+    assert len(overlays) == 4 and (out / "contact_sheet.jpg").is_file()
+    assert json.loads((out / "run.json").read_text())["demo"] is True
+    assert main(["demo", "--out", str(out), "--device", "cpu"]) == 0  # its own previous run: replaced
+    other = tmp_path / "other"
+    (other / "preds").mkdir(parents=True)
+    assert main(["demo", "--out", str(other), "--device", "cpu"]) == 2
+    assert "holds another run" in capsys.readouterr().err

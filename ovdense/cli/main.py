@@ -210,7 +210,7 @@ def demo_config(head: str = "maskclip") -> dict:
         preprocess=dict(short_side=64),
         windows=dict(crop=0),
         decode=dict(logit_scale=40.0),
-        text_encoder=dict(templates=["a photo of a {}."]),
+        text_encoder=dict(templates=["a photo of a {}."], cache_dir=""),  # 9 classes: no disk cache needed
     )
 
 
