@@ -4,7 +4,7 @@ checks that run before any model is loaded, and one way to report a user error.
 A user error (a missing folder, an unwritable output, an unknown device, model, head or config
 section, offline weights, ...) is one ``error: ...`` line on stderr and exit code 2, never a
 traceback. :class:`UserError` carries it; :func:`run_guarded` turns the library's own user-error
-exceptions into it.
+exceptions into it. ``OVDENSE_DEBUG=1`` shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -72,8 +72,12 @@ def run_guarded(func: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         raise
     except user_error_types() as err:
+        if os.environ.get("OVDENSE_DEBUG"):
+            raise
         return print_error(err)
     except OSError as err:  # disk full, read-only file system, ...
+        if os.environ.get("OVDENSE_DEBUG"):
+            raise
         return print_error(f"{err.strerror or err}: {err.filename}" if err.filename else err)
 
 
