@@ -78,7 +78,17 @@ def test_named_configs_resolve_from_the_shipped_folder():
 
 
 def _build_wheel(dest: Path) -> Path:
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation",
+    """``pip wheel`` of a copy of the sources (an in-tree build would write build/ into the checkout,
+    where a concurrent build could collide)."""
+    import shutil
+
+    src = dest / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in ("ovdense", "configs"):
+        shutil.copytree(REPO / name, src / name, ignore=ignore)
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
+        shutil.copy2(REPO / name, src / name)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
                            "--no-index", "-q", "-w", str(dest)], capture_output=True, text=True, timeout=300,
                           cwd=dest)
     assert proc.returncode == 0, proc.stderr[-3000:]

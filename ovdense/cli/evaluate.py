@@ -30,6 +30,7 @@ examples:
   ovdense eval-semantic --config sclip_voc21 --data-root data/VOCdevkit/VOC2012
   ovdense eval-semantic --method naclip --dataset ade20k --data-root data/ade/ADEChallengeData2016 --batch-size 32
   ovdense eval-semantic --config naclip_voc21 --data-root data/VOC2012 --pretrained /weights/ViT-B-16.pt --limit 50
+  ovdense eval-semantic --method sclip --img-dir photos/ --ann-dir labels/ --classes-file names.txt   # your own data
 
 Writes OUT/metrics.json (mIoU, aAcc, mAcc, per class), confusion.npy, and preds/<id>.png with
 --save-predictions. Under torchrun each process takes a share of the images.
