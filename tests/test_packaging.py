@@ -158,3 +158,15 @@ def test_installed_wheel_runs_the_demo_offline_outside_the_repo(wheel, tmp_path)
                            capture_output=True, text=True, cwd=work, env=env, timeout=120)
     assert names.returncode == 0 and names.stdout.strip().startswith(str(venv)), names.stdout + names.stderr
     assert os.path.isfile(names.stdout.strip())
+
+
+def test_configs_command_lists_and_prints(capsys):
+    from ovdense.cli import main
+
+    assert main(["configs"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert "naclip_voc21" in listed and "_base_/sclip" in listed
+    assert main(["configs", "sclip_ade20k"]) == 0
+    assert "cls_ade20k.txt" in capsys.readouterr().out
+    assert main(["configs", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("error: config file not found: nope")
