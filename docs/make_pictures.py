@@ -45,7 +45,8 @@ def overlay_picture(path):
     res = SegmentationResult(pred, list(WorldV2(seed=0).class_names))
     image = big(scene.image)
     pair = side_by_side([image, res.plot(image)], titles=["image", "prediction"])
-    Image.fromarray(pair).quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    Image.fromarray(pair).quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        path, optimize=True)
 
 
 def report_picture(path, chromium):
@@ -81,7 +82,7 @@ def report_picture(path, chromium):
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     im = Image.open(shot).convert("RGB")
     im = im.resize((900, round(im.height * 900 / im.width)), Image.LANCZOS)
-    im.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    im.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
 
 
 def main(argv=None):

@@ -183,6 +183,17 @@ def test_worst_images_keeps_the_k_lowest_in_bounded_memory():
     assert WorstImages(0).offer(1.0, "a") is False
 
 
+def test_triptych_of_a_large_image_is_shrunk():
+    from ovdense.viz.report import render_triptych
+
+    lm = np.zeros((1000, 1500), np.int64)
+    lm[200:600, 300:900] = 2
+    pic = render_triptych(np.zeros((1000, 1500, 3), np.uint8), lm, lm, NAMES, title="big")
+    assert 3 * 640 < pic.shape[1] < 3 * 640 + 400 and 427 < pic.shape[0] < 427 + 100
+    small = render_triptych(_image(), _blocks(), _blocks(), NAMES)
+    assert small.shape[1] > 3 * 60 and small.shape[0] < 40 + 60
+
+
 def test_image_scores_by_hand():
     m = np.array([[8, 2], [0, 6]])  # class 0: 8/(10+8-8)=0.8; class 1: 6/(8)=0.75
     miou, acc = image_scores(m)

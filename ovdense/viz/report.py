@@ -105,10 +105,27 @@ class WorstImages:
         return [w for _, _, w in sorted(self._heap, key=lambda t: (-t[0], -t[1]))]
 
 
+def _shrink(image: np.ndarray, maps: Sequence[np.ndarray], max_side: int):
+    """Image (area-averaged) and label maps (nearest) scaled so the longer side is <= ``max_side``."""
+    h, w = image.shape[:2]
+    f = max_side / max(h, w)
+    if f >= 1:
+        return image, list(maps)
+    import cv2
+
+    nh, nw = max(int(round(h * f)), 1), max(int(round(w * f)), 1)
+    rows = np.minimum(((np.arange(nh) + 0.5) * h / nh).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(nw) + 0.5) * w / nw).astype(np.int64), w - 1)
+    small = cv2.resize(np.ascontiguousarray(image), (nw, nh), interpolation=cv2.INTER_AREA)
+    return small, [np.asarray(m)[rows][:, cols] for m in maps]
+
+
 def render_triptych(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, class_names: Sequence[str], *,
-                    has_background: bool = False, title: str = "") -> np.ndarray:
+                    has_background: bool = False, title: str = "", max_side: int = 640) -> np.ndarray:
     """``image | ground truth | prediction`` with contours and one legend of the classes in
-    either map. Ground-truth pixels outside the classes (ignore, 255) are hatched."""
+    either map. Ground-truth pixels outside the classes (ignore, 255) are hatched. Panels are
+    shrunk so their longer side is at most ``max_side`` pixels (a report page stays light)."""
+    image, (gt, pred) = _shrink(np.asarray(image), [gt, pred], max_side)
     c = len(class_names)
     cols = class_colors(c, has_background)
     gt_panel = draw_overlay(image, gt, class_names, has_background=has_background, legend=False,
