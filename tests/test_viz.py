@@ -190,8 +190,8 @@ def test_triptych_of_a_large_image_is_shrunk():
     lm[200:600, 300:900] = 2
     pic = render_triptych(np.zeros((1000, 1500, 3), np.uint8), lm, lm, NAMES, title="big")
     assert 3 * 640 < pic.shape[1] < 3 * 640 + 400 and 427 < pic.shape[0] < 427 + 100
-    small = render_triptych(_image(), _blocks(), _blocks(), NAMES)
-    assert small.shape[1] > 3 * 60 and small.shape[0] < 40 + 60
+    small = render_triptych(_image(), _blocks(), _blocks(), NAMES)  # 40 x 60: enlarged 5x to 200 x 300
+    assert 3 * 300 < small.shape[1] < 3 * 300 + 400 and 200 < small.shape[0] < 200 + 60
 
 
 def test_image_scores_by_hand():
@@ -302,7 +302,7 @@ def test_semantic_report_files_sizes_links_and_worst(tmp_path):
     assert pictures == [f"{k + 1:02d}_im{i}.png" for k, i in enumerate(worst)]
     assert [f"worst/{p}" for p in pictures] == [ln for ln in html_links(page) if ln.startswith("worst/")]
     tw, th = sizes["worst/01_im2.png"]
-    assert tw > 3 * W and H < th < H + 80  # image | GT | prediction | legend, title bars
+    assert tw > 3 * 8 * W and 8 * H < th < 8 * H + 80  # image | GT | prediction | legend, title bars (24 x 32: 8x)
     # chart sizes follow the class count (100 dpi)
     assert sizes["per_class_iou.png"] == (750, round(100 * (1.3 + 0.22 * 2)))
     side = confusion_figsize(2)[0]

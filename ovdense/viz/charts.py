@@ -152,7 +152,7 @@ def confusion_image(matrix: np.ndarray, class_names: Sequence[str], out_path: Pa
                         color="white" if v > 35 else "#222222")
     cb = fig.colorbar(im, ax=ax, shrink=0.6, pad=0.01)
     cb.set_ticks([0, 1, 5, 10, 25, 50, 75, 100])
-    cb.set_label("% of the ground-truth class (square-root scale)", fontsize=9)
+    cb.set_label("% of the GT class (square-root scale)", fontsize=8)
     return _save(fig, out_path)
 
 

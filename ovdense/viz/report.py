@@ -105,9 +105,14 @@ class WorstImages:
         return [w for _, _, w in sorted(self._heap, key=lambda t: (-t[0], -t[1]))]
 
 
-def _shrink(image: np.ndarray, maps: Sequence[np.ndarray], max_side: int):
-    """Image (area-averaged) and label maps (nearest) scaled so the longer side is <= ``max_side``."""
+def _shrink(image: np.ndarray, maps: Sequence[np.ndarray], max_side: int, min_side: int = 256):
+    """Image (area-averaged) and label maps (nearest) scaled so the longer side is <= ``max_side``;
+    small images are enlarged by a whole factor (pixel replication) to reach ``min_side``."""
     h, w = image.shape[:2]
+    if max(h, w) < min_side:
+        k = int(np.ceil(min_side / max(h, w)))
+        grow = lambda a: np.repeat(np.repeat(np.asarray(a), k, axis=0), k, axis=1)  # noqa: E731
+        return grow(image), [grow(m) for m in maps]
     f = max_side / max(h, w)
     if f >= 1:
         return image, list(maps)
@@ -124,7 +129,8 @@ def render_triptych(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, class_n
                     has_background: bool = False, title: str = "", max_side: int = 640) -> np.ndarray:
     """``image | ground truth | prediction`` with contours and one legend of the classes in
     either map. Ground-truth pixels outside the classes (ignore, 255) are hatched. Panels are
-    shrunk so their longer side is at most ``max_side`` pixels (a report page stays light)."""
+    shrunk so their longer side is at most ``max_side`` pixels (a report page stays light), and
+    images under 256 pixels are enlarged by a whole factor."""
     image, (gt, pred) = _shrink(np.asarray(image), [gt, pred], max_side)
     c = len(class_names)
     cols = class_colors(c, has_background)
