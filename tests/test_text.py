@@ -77,3 +77,14 @@ def test_truncated_text_forward_equals_open_clip_encode_text(tiny_backbone):
     tokens = tiny_backbone.tokenizer()(texts)
     ref = tiny_backbone.model.encode_text(tokens)
     torch.testing.assert_close(tiny_backbone.encode_text(texts), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_unwritable_cache_warns_and_keeps_embeddings_in_memory(tiny_backbone, tmp_path, caplog):
+    """A cache folder that cannot be created costs a warning, never the run."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    emb = TextEmbedder(tiny_backbone, ("{}",), cache_dir=str(blocker / "cache"))
+    with caplog.at_level("WARNING"):
+        first = emb(["cat", "dog"])
+    assert "stay in memory" in caplog.text and emb.cache_dir is None
+    assert emb(["cat"]).shape == (1, first.shape[1]) and emb.encoded_queries == 2

@@ -84,15 +84,19 @@ class TextEmbedder:
         path = self._disk_path()
         if not path:
             return
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-        os.close(fd)
+        tmp = None
         try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+            os.close(fd)
             torch.save({q: e.cpu() for q, e in self._memory.items()}, tmp)
             os.replace(tmp, path)
         except OSError as err:
-            logger.warning("could not write text-embedding cache %s: %s", path, err)
-            if os.path.exists(tmp):
+            # an unwritable cache costs re-encoding next time, never the run: keep it in memory
+            logger.warning("text-embedding cache %s not written (%s); embeddings stay in memory only "
+                           "(set OVDENSE_CACHE_DIR to a writable folder)", path, err)
+            self.cache_dir = None
+            if tmp and os.path.exists(tmp):
                 os.remove(tmp)
 
     @torch.no_grad()
