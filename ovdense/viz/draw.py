@@ -156,20 +156,24 @@ def draw_overlay(image: Optional[np.ndarray], label_map: np.ndarray, class_names
     drawn = valid.copy()
     for s in hidden:
         drawn &= lm != s
-    out = base.astype(np.float32)
-    idx = np.where(drawn, lm, 0).astype(np.int64)
-    colour_img = cols.astype(np.float32)[idx] if c else np.zeros_like(out)
-    out[drawn] = (1 - alpha) * out[drawn] + alpha * colour_img[drawn]
+    import cv2
+
+    # uint8 arithmetic with OpenCV: a 12 MP photo blends in well under a second
+    idx = np.where(drawn, lm, 0).astype(np.int32)
+    colour_img = cols[idx] if c else np.zeros_like(base)
+    blended = cv2.addWeighted(np.ascontiguousarray(base), 1 - alpha, colour_img, alpha, 0.0)
+    out = base.copy()
+    np.copyto(out, blended, where=drawn[..., None])
     if unlabelled == "hatch":
         stripes = ~valid & _hatch((h, w))
-        out[stripes] = 0.4 * out[stripes] + 0.6 * 90.0
+        grey = cv2.addWeighted(np.ascontiguousarray(base), 0.4, np.full_like(base, 90), 0.6, 0.0)
+        np.copyto(out, grey, where=stripes[..., None])
     elif unlabelled != "clear":
         raise ValueError(f"unlabelled must be 'clear' or 'hatch', got {unlabelled!r}")
-    out = out.round().astype(np.uint8)
     if contours:
         t = thickness or int(np.clip(round(max(h, w) / 750) + 1, 1, 4))
-        present = [int(v) for v in np.unique(lm[drawn])]
-        edge = contour_mask(lm, present, t)
+        counts = np.bincount(idx[drawn].ravel(), minlength=max(c, 1))
+        edge = contour_mask(lm, [int(i) for i in np.flatnonzero(counts)], t)
         out[edge] = cols[idx[edge]]
     if not legend:
         return out
