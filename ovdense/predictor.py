@@ -138,7 +138,9 @@ class OVSegmenter:
             default ``~/.cache/ovdense``, ``""`` keeps embeddings in memory only).
         batch_size: windows per forward pass (windows of several images share batches).
         max_chunk_mb: about how much memory the full-resolution output stage may use per
-            band (logits of every query over the band and its refiners' context rows).
+            band (logits and probabilities of every query over the band and its refiners'
+            context rows, and the refiners' working memory); a band is never shorter than
+            the refiners' context (PAMR: ``steps x max(dilations)`` rows).
         compile: wrap the window forward in ``torch.compile`` (True or a backend name); on
             the 2-core development CPU inductor was about 20% slower than eager.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"``...
@@ -429,9 +431,12 @@ class OVSegmenter:
         return tuple(feats.original_size if resolution == "input" else feats.resized_size)
 
     def _band_rows(self, num_maps: int, width: int, halo: int) -> int:
-        """Output rows per band so that a band's logits with their halo fit ``max_chunk_mb``."""
+        """Output rows per band so that a band with its halo rows fits ``max_chunk_mb``: the logits,
+        their probabilities and the refiners' working memory. A band is never shorter than the
+        halo, so refiners repeat at most 3x their work on overlapping context rows."""
+        floats = 2 * num_maps + max([r.working_floats_per_pixel(num_maps) for r in self.refiners], default=0)
         elements = int(self.max_chunk_mb * 2**20) // 4
-        return max(elements // max(1, num_maps * width) - 2 * halo, 16)
+        return max(elements // max(1, floats * width) - 2 * halo, halo, 16)
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()

@@ -249,3 +249,14 @@ def test_a_head_declaring_taps_receives_them(tiny_backbone):
                               windows=dict(crop=0), device="cpu")
     seg.dense_features(torch.randn(1, 3, 64, 64))
     assert list(seen) == [0] and seen[0].shape == (1, 17, tiny_backbone.visual.transformer.width)
+
+
+def test_band_height_counts_refiner_memory_and_never_drops_below_the_halo(tiny_backbone):
+    seg = ovdense.OVSegmenter(backbone=tiny_backbone, device="cpu", max_chunk_mb=512,
+                              refiners=[dict(type="pamr", steps=10, dilations=(8, 16))])
+    pamr_floats = seg.refiners[0].working_floats_per_pixel(20)
+    rows = seg._band_rows(20, 1000, halo=160)
+    assert rows == 512 * 2**20 // 4 // ((40 + pamr_floats) * 1000) - 320 > 160  # memory-bound
+    assert seg._band_rows(20, 4000, halo=160) == 160                    # the halo floor
+    plain = ovdense.OVSegmenter(backbone=tiny_backbone, device="cpu", max_chunk_mb=64)
+    assert plain._band_rows(20, 1000, halo=0) == 64 * 2**20 // 4 // (40 * 1000)

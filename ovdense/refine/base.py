@@ -20,6 +20,11 @@ class Refiner(nn.Module):
         """Rows of context a band needs on each side for an exact result (0: purely local)."""
         return 0
 
+    def working_floats_per_pixel(self, num_maps: int) -> int:
+        """About how many float32 values per pixel the refiner holds at its peak on a band of
+        ``num_maps`` logit maps (the segmenter sizes its bands with it)."""
+        return num_maps
+
     def forward(self, logits: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         """Refine ``logits`` ``[Q, H, W]`` with ``guide`` ``[3, H, W]`` (the normalised image
         resized to the logits' size); returns ``[Q, H, W]``."""

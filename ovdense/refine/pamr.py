@@ -132,6 +132,11 @@ class PAMR(Refiner):
     def halo_rows(self) -> int:
         return self.steps * max(self.dilations)
 
+    def working_floats_per_pixel(self, num_maps: int) -> int:
+        # the affinity's stacked windows and differences (3 channels x 9 and x 8 neighbours per
+        # dilation, with temporaries) dominate for few maps; then the mask, its update and copies
+        return 3 * num_maps + 80 * len(self.dilations)
+
     def forward(self, logits: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         return pamr(guide[None], logits[None], self.steps, self.dilations)[0]
 
