@@ -105,7 +105,7 @@ NAMES = ["cat", "dog, puppy", "car", "tree", "boat", "house"]
 
 
 @pytest.mark.parametrize("case", ["pamr", "pamr+area+background"])
-@pytest.mark.parametrize("resolution", ["input", "model"])
+@pytest.mark.parametrize("resolution", [pytest.param("input", marks=pytest.mark.slow), "model"])
 def test_many_bands_equal_one_band(tiny_backbone, case, resolution):
     # one row per query: "sky, wall" (background) and "dog, puppy" are two queries each
     emb = torch.randn(9, tiny_backbone.embed_dim, generator=torch.Generator().manual_seed(3))
