@@ -8,11 +8,10 @@
     what was measured when the fixture was made (see the fixture README).
 
 ISSUE FLOORS NOT REACHED (see the fixture README): the issue asks for point mIoU >= 0.85 and
-automatic recall@0.75 >= 0.8.  The shipped fixture had 262 steps (27 minutes on a 2-core CPU
-shared by 3-4 training processes, ~0.5 core for this run) and is NOT better than an untrained
-model (point mIoU 0.111 vs 0.104 untrained; no automatic proposal passes the thresholds).
-The quality tests therefore only guard the pipeline and the measured values against
-regressions; they do not (and cannot honestly) assert clearly-better-than-untrained.
+automatic recall@0.75 >= 0.8.  The shipped fixture (2,196 steps, 12 minutes) reaches point mIoU 0.365
+(untrained 0.104) and its IoU head is NOT calibrated (no automatic proposal passes
+pred_iou 0.86 / stability 0.92; recall@0.75 0).  The floors assert clearly-better-than-
+untrained (point mIoU, unthresholded automatic proposals) and guard against regressions.
 """
 import importlib.util
 import json
@@ -32,8 +31,8 @@ WEIGHTS = os.path.join(FIXTURE, "synth_sam.pt")
 MODEL_JSON = os.path.join(FIXTURE, "model.json")
 
 # floors: a little below the values measured with the shipped fixture (README)
-POINT_MIOU_FLOOR = 0.09   # measured 0.111 (untrained model: 0.104)
-IOU_MAE_CEIL = 0.25       # measured 0.152 (untrained: 0.103)
+POINT_MIOU_FLOOR = 0.30   # measured 0.365 (untrained model: 0.104)
+IOU_MAE_CEIL = 0.28       # measured 0.212 (untrained: 0.103): NOT calibrated
 AUTO_RECALL75_FLOOR = 0.0  # measured 0.0: no proposal passes the default-like thresholds
 AUTO_MIN_PROPOSALS = 0
 AUTO_KW = dict(points_per_side=16, pred_iou_thresh=0.86, stability_score_thresh=0.92)
@@ -103,3 +102,7 @@ def test_automatic_mask_recall_held_out(trained):
     r = mod.eval_automatic(sam, n_scenes=3, **AUTO_KW)
     assert r["proposals_per_image"] >= AUTO_MIN_PROPOSALS, r
     assert r["recall75"] >= AUTO_RECALL75_FLOOR, r
+    # without thresholds the proposals do cover things (untrained: mean best IoU 0.013, recall@0.5 0)
+    r0 = mod.eval_automatic(sam, n_scenes=3, points_per_side=16, pred_iou_thresh=0.0,
+                            stability_score_thresh=0.0)
+    assert r0["mean_best_iou"] >= 0.40 and r0["recall50"] >= 0.45, r0   # measured 0.508, 0.60

@@ -35,7 +35,7 @@ the run (time-based when ``--minutes`` limits it), gradient clipping at 1.
 
 Usage (the fixture in tests/fixtures/synth_sam was made with the defaults):
 
-    python tools/train_tiny_sam.py --out tests/fixtures/synth_sam --minutes 26
+    python tools/train_tiny_sam.py --out tests/fixtures/synth_sam --minutes 12 --batch 4 --prompts 4
 
 Writes ``synth_sam.pt`` (fp16 state dict of the ``Sam``), ``model.json`` and ``train_log.txt``.
 Loading with segment-anything alone: see :func:`build_tiny_sam` (copied in the fixture README).
@@ -334,11 +334,11 @@ def eval_automatic(sam, n_scenes=3, start=None, points_per_side=16, pred_iou_thr
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=FIXTURE_DIR)
-    ap.add_argument("--minutes", type=float, default=26.0, help="wall-time limit of training")
+    ap.add_argument("--minutes", type=float, default=12.0, help="wall-time limit of training")
     ap.add_argument("--steps", type=int, default=100000, help="step limit")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch", type=int, default=8, help="images per step")
-    ap.add_argument("--prompts", type=int, default=8, help="prompts per image")
+    ap.add_argument("--batch", type=int, default=4, help="images per step")
+    ap.add_argument("--prompts", type=int, default=4, help="prompts per image")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--log-every", type=int, default=20)
