@@ -136,15 +136,10 @@ def evaluate_semantic(
     """
     if (resume or save_predictions) and out_dir is None:
         raise ValueError("resume and save_predictions need out_dir")
-    if report_dir is not None:
-        report = True
-    if report:
-        if report_dir is None and out_dir is None:
-            raise ValueError("report needs out_dir or report_dir")
-        from ovdense.viz.charts import require_matplotlib
+    from ovdense.viz.report import resolve_report_dir
 
-        require_matplotlib()  # fail before any image is predicted
-        report_dir = Path(report_dir) if report_dir is not None else Path(out_dir) / "report"
+    report_dir = resolve_report_dir(report, report_dir, out_dir)  # fails before any image is predicted
+    report = report_dir is not None
     samples = list(dataset.samples)
     if limit is not None:
         samples = samples[: max(int(limit), 0)]

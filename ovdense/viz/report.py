@@ -40,6 +40,21 @@ PathLike = Union[str, os.PathLike]
 
 
 # ----------------------------------------------------------------------------------- worst N
+def resolve_report_dir(report: bool, report_dir: Optional[Union[str, Path]],
+                       out_dir: Optional[Union[str, Path]]) -> Optional[Path]:
+    """Where an evaluation writes its report (None: no report), checked before any image is
+    predicted: ``report_dir`` implies a report; the default is ``out_dir/report``; charts need
+    matplotlib, so its absence fails here."""
+    if report_dir is None and not report:
+        return None
+    if report_dir is None and out_dir is None:
+        raise ValueError("report needs out_dir or report_dir")
+    from .charts import require_matplotlib
+
+    require_matplotlib()
+    return Path(report_dir) if report_dir is not None else Path(out_dir) / "report"
+
+
 def image_scores(matrix: np.ndarray) -> Tuple[float, float]:
     """``(mIoU, pixel accuracy)`` in percent of one image's confusion matrix.
 
