@@ -13,16 +13,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import numpy as np
 
-from ..datasets import DatasetError, DatasetSpec, Sample, load_label_map, reduce_zero_label
+from ..datasets import DatasetError, DatasetSpec, Sample
+from ..datasets.semseg import SemSegSamples
 
 
-class FolderDataset:
+class FolderDataset(SemSegSamples):
     """Images below ``img_dir`` (recursively, ``*img_suffix``) and their labels in ``ann_dir``
-    (same relative path, ``img_suffix`` replaced by ``seg_suffix``)."""
+    (same relative path, ``img_suffix`` replaced by ``seg_suffix``).
+
+    ``name``, ``num_classes``, ``len()``, iteration and ``load_gt`` come from
+    :class:`ovdense.datasets.semseg.SemSegSamples`, as for the shipped benchmarks.
+    """
 
     def __init__(self, img_dir: str, ann_dir: str, num_classes: int, *, reduce_zero_label: bool = False,
                  img_suffix: str = ".jpg", seg_suffix: str = ".png", class_file: str = "",
@@ -63,26 +68,6 @@ class FolderDataset:
             raise DatasetError(f"custom dataset: no '*{spec.img_suffix}' images found in {img_dir} "
                                f"(set --img-suffix)")
         return sorted(samples, key=lambda s: s.image_id)
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def num_classes(self) -> int:
-        return self.spec.num_classes
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __iter__(self) -> Iterator[tuple]:
-        for s in self.samples:
-            yield s.image_path, s.gt_path
-
-    def load_gt(self, gt_path) -> np.ndarray:
-        """Ground truth as int64 ``(H, W)``, ``reduce_zero_label`` applied if set."""
-        gt = load_label_map(gt_path)
-        return reduce_zero_label(gt) if self.spec.reduce_zero_label else gt
 
 
 def to_dataset_index_space(pred_dir: str, out_dir: str, reduce_zero_label: bool) -> int:

@@ -42,6 +42,7 @@ __all__ = [
     "DatasetSpec",
     "Sample",
     "SemSegDataset",
+    "SemSegSamples",
     "build_dataset",
     "load_label_map",
     "reduce_zero_label",
@@ -181,7 +182,43 @@ class Sample:
     gt_path: Path
 
 
-class SemSegDataset:
+class SemSegSamples:
+    """Accessors shared by semantic-segmentation datasets: a spec, a root and an ordered sample list.
+
+    Subclasses set ``spec`` (:class:`DatasetSpec`), ``root`` and ``samples`` (list of
+    :class:`Sample`) in their constructor; this base gives ``name``, ``num_classes``,
+    ``len()``, iteration over ``(image_path, gt_path)`` pairs and :meth:`load_gt`, which is
+    what :func:`ovdense.evaluation.evaluate_semantic` reads from a dataset.
+    """
+
+    spec: DatasetSpec
+    root: Path
+    samples: list[Sample]
+
+    @property
+    def name(self) -> str:
+        """Name of the dataset (the registry key for a shipped benchmark)."""
+        return self.spec.name
+
+    @property
+    def num_classes(self) -> int:
+        """Number of evaluated classes."""
+        return self.spec.num_classes
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator[tuple[Path, Path]]:
+        for s in self.samples:
+            yield s.image_path, s.gt_path
+
+    def load_gt(self, gt_path: str | Path) -> np.ndarray:
+        """Ground truth as int64 ``(H, W)``, with ``reduce_zero_label`` applied if the spec says so."""
+        gt = load_label_map(gt_path)
+        return reduce_zero_label(gt) if self.spec.reduce_zero_label else gt
+
+
+class SemSegDataset(SemSegSamples):
     """An ordered list of :class:`Sample` for one benchmark, with mmseg's label mapping.
 
     Iterating yields ``(image_path, gt_path)`` pairs; :meth:`load_gt` applies the mapping.
@@ -249,29 +286,6 @@ class SemSegDataset:
         if not samples:
             raise DatasetError(f"dataset {spec.name!r}: no images found in {img_dir}")
         return samples
-
-    # -- access -----------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        """Registry key of the dataset."""
-        return self.spec.name
-
-    @property
-    def num_classes(self) -> int:
-        """Number of evaluated classes."""
-        return self.spec.num_classes
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __iter__(self) -> Iterator[tuple[Path, Path]]:
-        for s in self.samples:
-            yield s.image_path, s.gt_path
-
-    def load_gt(self, gt_path: str | Path) -> np.ndarray:
-        """Ground truth as int64 ``(H, W)``, with ``reduce_zero_label`` applied if the spec says so."""
-        gt = load_label_map(gt_path)
-        return reduce_zero_label(gt) if self.spec.reduce_zero_label else gt
 
 
 def build_dataset(name: str, data_root: str | Path, limit: int | None = None) -> SemSegDataset:

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ovdense.evaluation.miou import SemanticEvaluator, SemanticMetrics
+from ovdense.ops.masks import encode_mask  # re-exported: evaluation.coco.encode_mask stays importable
 from ovdense.proposals import build_instances
 from ovdense.structures import Detections
 from ovdense.text.vocabulary import is_background_name
@@ -118,15 +119,6 @@ def build_coco_vocabulary(
     if background:
         prompts = [", ".join(bg_line) if bg_line else "background"] + prompts
     return CocoVocabulary(prompts, cat_ids, cat_names, background)
-
-
-def encode_mask(mask: np.ndarray) -> dict:
-    """COCO RLE of a boolean ``(H, W)`` mask, ``counts`` as ``str`` (JSON-ready)."""
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
 
 
 def detections_to_coco(dets: Detections, image_id: int, vocab: CocoVocabulary) -> list[dict]:

@@ -11,14 +11,14 @@ Everything is drawn with numpy and OpenCV from a ``numpy.random.Generator`` seed
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from .coco_export import write_coco_export
 
 # --------------------------------------------------------------------------------------
 # Classes
@@ -380,45 +380,13 @@ class SyntheticWorld:
         ``out_dir/names.txt`` (``names_file_text()``) and ``out_dir/captions.json``.
         Returns the path of the annotations file.
         """
-        from pycocotools import mask as mask_utils
+        def scenes():
+            for index in range(start_index, start_index + n):
+                yield index, self.sample(index)
 
-        img_dir = os.path.join(out_dir, "images")
-        lab_dir = os.path.join(out_dir, "labels")
-        os.makedirs(img_dir, exist_ok=True)
-        os.makedirs(lab_dir, exist_ok=True)
-        images, annotations, captions = [], [], []
-        ann_id = 1
-        for index in range(start_index, start_index + n):
-            scene = self.sample(index)
-            fname = f"{index:08d}.png"
-            cv2.imwrite(os.path.join(img_dir, fname), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
-            cv2.imwrite(os.path.join(lab_dir, fname), scene.label_map.astype(np.uint8))
-            h, w = scene.label_map.shape
-            images.append({"id": index, "file_name": fname, "height": h, "width": w})
-            captions.append({"image_id": index, "id": index, "caption": scene.caption})
-            for cid, m in scene.instances:
-                rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-                rle["counts"] = rle["counts"].decode("ascii")
-                bbox = [float(v) for v in mask_utils.toBbox(rle)]
-                annotations.append({
-                    "id": ann_id, "image_id": index, "category_id": cid + 1,
-                    "segmentation": rle, "area": float(m.sum()), "bbox": bbox, "iscrowd": 0,
-                })
-                ann_id += 1
-        data = {
-            "info": {"description": "ovdense synthetic world", "seed": self.seed,
-                     "image_size": self.image_size},
-            "images": images, "annotations": annotations,
-            "categories": self.coco_categories(),
-        }
-        path = os.path.join(out_dir, "annotations.json")
-        with open(path, "w") as f:
-            json.dump(data, f)
-        with open(os.path.join(out_dir, "captions.json"), "w") as f:
-            json.dump({"images": images, "annotations": captions}, f)
-        with open(os.path.join(out_dir, "names.txt"), "w") as f:
-            f.write(self.names_file_text())
-        return path
+        info = {"description": "ovdense synthetic world", "seed": self.seed, "image_size": self.image_size}
+        return write_coco_export(out_dir, scenes(), lambda scene: ((cid, m, {}) for cid, m in scene.instances),
+                                 info=info, categories=self.coco_categories(), names_text=self.names_file_text())
 
 
 def caption_for(instances: Sequence[Tuple[int, np.ndarray]], rng: Optional[np.random.Generator] = None,

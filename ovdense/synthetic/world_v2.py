@@ -82,6 +82,10 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from ovdense.ops.masks import mask_to_bbox
+
+from .coco_export import write_coco_export
+
 __all__ = [
     "CLASS_NAMES", "COLOURS", "SHAPES", "STUFF", "STUFF_IDS", "THING_IDS", "NOVEL_PAIRS",
     "NOVEL_IDS", "SEEN_THING_IDS", "TRAIN_RANGE", "EVAL_RANGE", "IGNORE_INDEX", "NUM_CLASSES",
@@ -194,11 +198,7 @@ class InstanceV2:
     @property
     def bbox(self) -> Tuple[int, int, int, int]:
         """Tight box of the visible mask, COCO ``(x, y, width, height)`` in whole pixels."""
-        rows = np.flatnonzero(self.mask.any(1))
-        cols = np.flatnonzero(self.mask.any(0))
-        if rows.size == 0:
-            return (0, 0, 0, 0)
-        return (int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
+        return mask_to_bbox(self.mask)
 
     @property
     def occluded(self) -> bool:
@@ -764,42 +764,16 @@ class WorldV2:
         stuff class present, before the things), ``captions.json`` and ``names.txt``.
         Returns the path of ``annotations.json``.
         """
-        from pycocotools import mask as mask_utils
+        def scenes():
+            for index in self.indices(split, n, start):
+                yield index, self.sample(index)
 
-        img_dir = os.path.join(out_dir, "images")
-        lab_dir = os.path.join(out_dir, "labels")
-        os.makedirs(img_dir, exist_ok=True)
-        os.makedirs(lab_dir, exist_ok=True)
-        images, annotations, captions = [], [], []
-        ann_id = 1
-        for index in self.indices(split, n, start):
-            scene = self.sample(index)
-            fname = f"{index:08d}.png"
-            cv2.imwrite(os.path.join(img_dir, fname), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
-            cv2.imwrite(os.path.join(lab_dir, fname), scene.label_map.astype(np.uint8))
-            h, w = scene.label_map.shape
-            images.append({"id": index, "file_name": fname, "height": h, "width": w})
-            captions.append({"image_id": index, "id": index, "caption": scene.caption})
+        def masks(scene: SceneV2):
             for inst in (scene.segments if include_stuff else scene.instances):
-                rle = mask_utils.encode(np.asfortranarray(inst.mask.astype(np.uint8)))
-                rle["counts"] = rle["counts"].decode("ascii")
-                annotations.append({
-                    "id": ann_id, "image_id": index, "category_id": inst.class_id + 1,
-                    "segmentation": rle, "area": float(inst.area),
-                    "bbox": [float(v) for v in inst.bbox], "iscrowd": 0,
-                    "kind": inst.kind, "occluded": int(inst.occluded),
-                })
-                ann_id += 1
-        data = {"info": self._info(split), "images": images, "annotations": annotations,
-                "categories": coco_categories()}
-        path = os.path.join(out_dir, "annotations.json")
-        with open(path, "w") as f:
-            json.dump(data, f)
-        with open(os.path.join(out_dir, "captions.json"), "w") as f:
-            json.dump({"images": images, "annotations": captions}, f)
-        with open(os.path.join(out_dir, "names.txt"), "w") as f:
-            f.write(names_file_text())
-        return path
+                yield inst.class_id, inst.mask, {"kind": inst.kind, "occluded": int(inst.occluded)}
+
+        return write_coco_export(out_dir, scenes(), masks, info=self._info(split), categories=coco_categories(),
+                                 names_text=names_file_text())
 
     def write_semseg_benchmark(self, root: str, n: int, split: str = "eval", start: int = 0,
                                jpeg_quality: int = 100) -> str:
