@@ -8,10 +8,12 @@
     what was measured when the fixture was made (see the fixture README).
 
 ISSUE FLOORS NOT REACHED (see the fixture README): the issue asks for point mIoU >= 0.85 and
-automatic recall@0.75 >= 0.8.  The shipped fixture (2,196 steps, 12 minutes) reaches point mIoU 0.365
-(untrained 0.104) and its IoU head is NOT calibrated (no automatic proposal passes
-pred_iou 0.86 / stability 0.92; recall@0.75 0).  The floors assert clearly-better-than-
-untrained (point mIoU, unthresholded automatic proposals) and guard against regressions.
+automatic recall@0.75 >= 0.8 at default-like thresholds.  The shipped fixture (10,014 steps,
+80 minutes on CPU, 160 px input whose resolution ceiling is 0.904) reaches point mIoU 0.698 on
+40 held-out scenes (0.634 on this test's 8; untrained 0.104).  Its IoU head is not calibrated
+(MAE 0.14-0.19) and its logits are soft, so almost no proposal passes pred_iou 0.86 /
+stability 0.92 (recall@0.75 ~0.05); without thresholds its proposals cover things (recall@0.75
+0.65).  The floors assert what holds, a margin below the measured values.
 """
 import importlib.util
 import json
@@ -31,9 +33,9 @@ WEIGHTS = os.path.join(FIXTURE, "synth_sam.pt")
 MODEL_JSON = os.path.join(FIXTURE, "model.json")
 
 # floors: a little below the values measured with the shipped fixture (README)
-POINT_MIOU_FLOOR = 0.30   # measured 0.365 (untrained model: 0.104)
-IOU_MAE_CEIL = 0.28       # measured 0.212 (untrained: 0.103): NOT calibrated
-AUTO_RECALL75_FLOOR = 0.0  # measured 0.0: no proposal passes the default-like thresholds
+POINT_MIOU_FLOOR = 0.58   # measured 0.634 on these 8 scenes (untrained model: 0.104)
+IOU_MAE_CEIL = 0.25       # measured 0.192 (untrained: 0.103): NOT calibrated
+AUTO_RECALL75_FLOOR = 0.0  # measured 0.0 on 3 scenes (0.05 on 20): few proposals pass the thresholds
 AUTO_MIN_PROPOSALS = 0
 AUTO_KW = dict(points_per_side=16, pred_iou_thresh=0.86, stability_score_thresh=0.92)
 
@@ -105,4 +107,5 @@ def test_automatic_mask_recall_held_out(trained):
     # without thresholds the proposals do cover things (untrained: mean best IoU 0.013, recall@0.5 0)
     r0 = mod.eval_automatic(sam, n_scenes=3, points_per_side=16, pred_iou_thresh=0.0,
                             stability_score_thresh=0.0)
-    assert r0["mean_best_iou"] >= 0.40 and r0["recall50"] >= 0.45, r0   # measured 0.508, 0.60
+    assert r0["mean_best_iou"] >= 0.65 and r0["recall50"] >= 0.75, r0   # measured 0.735, 0.85
+    assert r0["recall75"] >= 0.55, r0                                   # measured 0.65
