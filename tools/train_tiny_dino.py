@@ -176,18 +176,26 @@ def patch_affinity_auc(provider, n_scenes: int = 20, start: int = 0, window: Opt
     return dict(auc=roc_auc(sims, labels), n_pos=int(labels.sum()), n_neg=int((~labels).sum()))
 
 
-class ClipPatches(torch.nn.Module):
-    """Patch tokens (last block, ``ln_post`` applied) of the tiny open_clip CLIP fixture
-    (``tests/fixtures/synth_clip``, trained on world v1, 64 px input) as ``[B, C, h, w]``;
-    a comparison for :func:`patch_affinity_auc` on 64 x 64 windows only (fixed pos-embed)."""
+CLIP_FIXTURES = {  # (folder, model name) of the tiny CLIP fixtures
+    "v1": (os.path.join(ROOT, "tests", "fixtures", "synth_clip"), "synth-vit-tiny"),
+    "v2": (os.path.join(ROOT, "tests", "fixtures", "synth_clip_v2"), "synth-vit-tiny-v2"),
+}
 
-    def __init__(self, folder: str = os.path.join(ROOT, "tests", "fixtures", "synth_clip")):
+
+class ClipPatches(torch.nn.Module):
+    """Patch tokens (last block, ``ln_post`` applied) of a tiny open_clip CLIP fixture
+    (``world="v1"``: ``tests/fixtures/synth_clip``; ``"v2"``: ``tests/fixtures/synth_clip_v2``;
+    both 64 px input) as ``[B, C, h, w]``; a comparison for :func:`patch_affinity_auc` on
+    64 x 64 windows only (fixed pos-embed)."""
+
+    def __init__(self, world: str = "v1"):
         super().__init__()
         import open_clip
         from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-        open_clip.add_model_config(os.path.join(folder, "synth-vit-tiny.json"))
-        self.visual = open_clip.create_model("synth-vit-tiny", pretrained=os.path.join(folder, "synth_clip.pt")).visual
+        folder, name = CLIP_FIXTURES[world]
+        open_clip.add_model_config(os.path.join(folder, name + ".json"))
+        self.visual = open_clip.create_model(name, pretrained=os.path.join(folder, "synth_clip.pt")).visual
         self.visual.eval()
         self.register_buffer("mean", 255.0 * torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", 255.0 * torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1))
@@ -382,7 +390,8 @@ def evaluate(weights: str, n: int, init_state: Optional[dict] = None, log=print,
     models = [("trained", TimmViTFeatures(MODEL_NAME, weights=weights, model_kwargs=MODEL_KWARGS), (None, 64)),
               ("random-init", rand, (None, 64))]
     if clip:
-        models.append(("tiny CLIP (world v1) patch tokens", ClipPatches(), (64,)))
+        models.append(("tiny CLIP (world v1) patch tokens", ClipPatches("v1"), (64,)))
+        models.append(("tiny CLIP v2 (world v2) patch tokens", ClipPatches("v2"), (64,)))
     result = {}
     for name, prov, windows in models:
         for window in windows:
