@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -260,6 +260,43 @@ class Detections:
 
     def __len__(self) -> int:
         return len(self.xyxy)
+
+    def __getitem__(self, index) -> "Detections":
+        """A subset, as ``supervision.Detections`` indexes: an int, a slice, an index array or
+        a boolean array of length ``N`` (e.g. ``dets[dets.confidence > 0.5]``). Always
+        returns ``Detections`` (an int gives one instance)."""
+        if isinstance(index, (int, np.integer)):
+            if not -len(self) <= index < len(self):
+                raise IndexError(f"instance {index} out of range for {len(self)} detections")
+            index = [int(index) % len(self)]
+        if not isinstance(index, slice):
+            index = np.asarray(index)
+            if index.dtype == np.bool_:
+                if index.shape != (len(self),):
+                    raise IndexError(f"boolean index of shape {index.shape} for {len(self)} detections")
+                index = np.flatnonzero(index)
+            elif index.size == 0:
+                index = index.astype(np.int64)
+            elif not np.issubdtype(index.dtype, np.integer):
+                raise IndexError(f"detections are indexed by int, slice, int array or bool array, not {index.dtype}")
+        names = np.asarray(self.class_name, dtype=object)[index].tolist()
+        return Detections(xyxy=self.xyxy[index], mask=self.mask[index], confidence=self.confidence[index],
+                          class_id=self.class_id[index], class_name=list(names))
+
+    @classmethod
+    def cat(cls, parts: Sequence["Detections"]) -> "Detections":
+        """Concatenate detections of the same image size, in order (``ValueError`` when the
+        mask sizes differ or ``parts`` is empty)."""
+        parts = list(parts)
+        if not parts:
+            raise ValueError("Detections.cat needs at least one Detections")
+        sizes = {p.mask.shape[1:] for p in parts}
+        if len(sizes) != 1:
+            raise ValueError(f"Detections.cat: masks of different sizes {sorted(sizes)}")
+        return cls(xyxy=np.concatenate([p.xyxy for p in parts]), mask=np.concatenate([p.mask for p in parts]),
+                   confidence=np.concatenate([p.confidence for p in parts]),
+                   class_id=np.concatenate([p.class_id for p in parts]),
+                   class_name=[n for p in parts for n in p.class_name])
 
     @classmethod
     def empty(cls, height: int, width: int) -> "Detections":
