@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,3 +131,27 @@ def sharded_worker(rank: int, world: int, port: int, data_root: str, out_dir: st
     dataset = build_dataset(name, data_root)
     seg = dataset_segmenter(dataset, noise=0.2, seed=3)
     evaluate_semantic(seg, dataset, out_dir=out_dir, progress=False, checkpoint_every=2)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a gloo rendezvous)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_ranks(worker: Callable, *args, nprocs: int = 2, timeout: float = 120.0) -> None:
+    """Spawn ``worker(rank, nprocs, port, *args)`` in ``nprocs`` processes as ``torchrun`` would
+    and wait; fails the test after ``timeout`` seconds and never leaves a rank running."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.start_processes(worker, nprocs=nprocs, join=False, start_method="spawn",
+                             args=(nprocs, free_port()) + tuple(args))
+    deadline = time.monotonic() + timeout
+    try:
+        while not ctx.join(timeout=1):
+            assert time.monotonic() < deadline, "sharded run timed out"
+    finally:
+        for proc in ctx.processes:
+            if proc.is_alive():
+                proc.kill()

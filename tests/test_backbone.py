@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import ovdense
 from ovdense import CLIPBackbone, WeightsNotFoundError
 from conftest import GOLDENS
 

@@ -3,9 +3,7 @@
 import argparse
 import json
 import os
-import socket
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +11,11 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
-from fakes import dataset_segmenter, make_layout, sharded_worker  # noqa: E402
+from fakes import dataset_segmenter, free_port, make_layout, run_ranks, sharded_worker  # noqa: E402
 
 from ovdense.datasets import build_dataset  # noqa: E402
 from ovdense.cli import evaluate as eval_cli  # noqa: E402
 from ovdense.evaluation.semantic_runner import evaluate_semantic, state_path  # noqa: E402
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -34,23 +26,12 @@ def voc(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_gloo_equals_single(voc, tmp_path, monkeypatch):
-    import torch.multiprocessing as mp
-
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     single = evaluate_semantic(dataset_segmenter(voc, noise=0.2, seed=3), voc,
                                out_dir=tmp_path / "single", progress=False)
     out = tmp_path / "sharded"
-    ctx = mp.start_processes(sharded_worker, nprocs=2, join=False, start_method="spawn",
-                             args=(2, _free_port(), str(tmp_path / "data"), str(out), "voc21"))
-    deadline = time.monotonic() + 120
-    try:
-        while not ctx.join(timeout=1):
-            assert time.monotonic() < deadline, "sharded run timed out"
-    finally:
-        for proc in ctx.processes:
-            if proc.is_alive():
-                proc.kill()
+    run_ranks(sharded_worker, str(tmp_path / "data"), str(out), "voc21")
     np.testing.assert_array_equal(np.load(out / "confusion.npy"),
                                   np.load(tmp_path / "single" / "confusion.npy"))
     report = json.loads((out / "metrics.json").read_text())
@@ -172,7 +153,7 @@ def test_eval_coco_sharded_with_torchrun_equals_single_process(tmp_path):
     assert main(args + ["--out", str(tmp_path / "single")]) == 0
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "ovdense",
+                           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "ovdense",
                            *args, "--out", str(tmp_path / "sharded")], capture_output=True, text=True, timeout=300,
                           env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -58,4 +58,5 @@ def test_head_floor_on_world_v2(results, head):
 def test_naclip_beats_vanilla_on_world_v2(results):
     assert results["naclip"]["mIoU"] > results["vanilla"]["mIoU"] + 0.05
     assert results["naclip"]["things_mIoU"] > results["vanilla"]["things_mIoU"]
-    assert 0 <= results["naclip"]["novel_mIoU"] <= 1
+    # the held-out compositions: measured 0.132 (naclip) vs 0.013 (vanilla) on these 16 scenes
+    assert results["naclip"]["novel_mIoU"] > results["vanilla"]["novel_mIoU"] + 0.05

@@ -326,28 +326,16 @@ def _report_worker(rank, world, port, data, out):
 @pytest.mark.slow
 def test_sharded_report_draws_the_global_worst(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
-    import socket
-    import time
+    import sys
 
-    import torch.multiprocessing as mp
+    sys.path.insert(0, os.path.dirname(__file__))
+    from fakes import run_ranks
 
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     _Dataset(tmp_path / "data")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     out = tmp_path / "run"
-    ctx = mp.start_processes(_report_worker, nprocs=2, join=False, start_method="spawn",
-                             args=(2, port, str(tmp_path / "data"), str(out)))
-    deadline = time.monotonic() + 120
-    try:
-        while not ctx.join(timeout=1):
-            assert time.monotonic() < deadline, "sharded run timed out"
-    finally:
-        for proc in ctx.processes:
-            if proc.is_alive():
-                proc.kill()
+    run_ranks(_report_worker, str(tmp_path / "data"), str(out))
     folder = out / "report"
     _check_report(folder)
     worst = sorted(range(len(SHIFTS)), key=lambda i: -SHIFTS[i])[:3]  # im2, im4 on rank 0; im3 on rank 1

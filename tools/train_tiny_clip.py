@@ -47,7 +47,7 @@ sys.path.insert(0, ROOT)
 import open_clip  # noqa: E402
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD  # noqa: E402
 
-from ovdense.synthetic.world import (CLASS_NAMES, NUM_STUFF, SyntheticWorld,  # noqa: E402
+from ovdense.synthetic.world import (CLASS_NAMES, SyntheticWorld,  # noqa: E402
                                      caption_for)
 from ovdense.synthetic import world_v2 as wv2  # noqa: E402
 

@@ -247,7 +247,7 @@ def mask_iou(pred, target):
 
 
 def group_loss(sam, emb, group, kind, gt_all, input_size, orig_size, transform,
-               focal_alpha=0.25, focal_weight=20.0):
+               focal_alpha=-1.0, focal_weight=20.0):
     """Loss, oracle IoU sum, IoU-head abs-error sum and count for one prompt group."""
     img_idx = torch.tensor([g[0] for g in group])
     gt = gt_all[torch.tensor([g[1] for g in group])]
@@ -370,9 +370,9 @@ def resolution_ceiling(config=None, n_scenes=20, start=None):
 def evaluate_fixture(folder, n_point=40, n_auto=20, threads=2):
     """The figures of the fixture README, on held-out scenes (SYNTHETIC)."""
     torch.set_num_threads(threads)
-    sam = build_tiny_sam(os.path.join(folder, "model.json"), os.path.join(folder, "synth_sam.pt"))
     with open(os.path.join(folder, "model.json")) as f:
         config = json.load(f)
+    sam = build_tiny_sam(config, os.path.join(folder, "synth_sam.pt"))
     out = {"resolution_ceiling": resolution_ceiling(config, n_point),
            "point": eval_point_prompts(sam, n_scenes=n_point)}
     for name, kw in [("auto_sam_defaults", dict(points_per_side=32, pred_iou_thresh=0.88, stability_score_thresh=0.95)),
@@ -435,12 +435,11 @@ def main(argv=None):
     emit(f"tiny SAM (synthetic world v2, seed {WORLD_SEED}); {n_params / 1e6:.3f} M parameters; "
          f"config {json.dumps(config)}; args {vars(args)}")
     def save():
-        was_training = sam.training
-        sam.eval()
         torch.save({k: v.half() for k, v in sam.state_dict().items()}, os.path.join(args.out, "synth_sam.pt"))
         with open(os.path.join(args.out, "model.json"), "w") as f:
             json.dump(config, f, indent=2)
-        sam.train(was_training)
+
+    threads_file = os.path.join(args.out, "threads")  # a number written here re-sizes torch's threads
 
     t0 = time.time()
     last_save = t0
@@ -483,7 +482,6 @@ def main(argv=None):
                  f"point oracle best-of-3 mIoU {acc['oracle'] / max(acc['n'], 1):.3f}  "
                  f"IoU-head MAE {acc['mae'] / max(acc['m'], 1):.3f}")
             acc = {"loss": 0.0, "oracle": 0.0, "n": 0, "mae": 0.0, "m": 0, "k": 0}
-        threads_file = os.path.join(args.out, "threads")
         if step % args.log_every == 0 and os.path.isfile(threads_file):  # re-size on a shared machine
             with open(threads_file) as f:
                 torch.set_num_threads(max(1, int(f.read().strip() or 1)))

@@ -18,7 +18,6 @@ from typing import Any, List, Optional, Sequence
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
-    EXIT_USAGE,
     Parser,
     UserError,
     add_model_options,
