@@ -117,3 +117,53 @@ def test_table_and_dict():
     d = m.to_dict()
     assert d["per_class"][1]["name"] == "cat" and d["per_class"][1]["Acc"] is None
     assert "mIoU" in m.table() and m.rounded().mIoU == round(m.mIoU, 2)
+
+
+def test_unlabelled_predictions_count_as_misses_like_mmseg():
+    """-1 predictions (no class claimed the pixel) are in the GT class's area and in no
+    predicted area, as mmseg's histc-based intersect_and_union counts them."""
+    rng = np.random.default_rng(3)
+    pairs = random_pairs(rng, 4, 6)
+    for pred, gt in pairs:
+        pred[rng.random(pred.shape) < 0.15] = -1
+    ev = SemanticEvaluator(6)
+    for pred, gt in pairs:
+        ev.update(pred, gt)
+    m = ev.compute()
+    iou, acc, aacc = brute_force(*zip(*pairs), num_classes=6)  # -1 never equals a class: a miss
+    np.testing.assert_allclose(m.iou, iou)
+    np.testing.assert_allclose(m.acc, acc)
+    assert m.aAcc == pytest.approx(aacc)
+    n_unl = sum(int(((p == -1) & (g != 255)).sum()) for p, g in pairs)
+    assert m.num_unlabelled == n_unl > 0 and ev.unlabelled.sum() == n_unl
+    assert m.to_dict()["num_unlabelled"] == n_unl
+    # the (C, C) confusion matrix keeps only labelled predictions
+    assert ev.matrix.sum() + n_unl == m.num_pixels
+    # the old refusal stays for callers of confusion_matrix without unlabelled=True
+    from ovdense.evaluation import confusion_matrix
+    with pytest.raises(ValueError, match="unlabelled"):
+        confusion_matrix(pairs[0][0], pairs[0][1], 6)
+    with pytest.raises(ValueError, match="outside"):
+        ev.update(np.full((2, 2), -2), np.zeros((2, 2), int))
+
+
+def test_unlabelled_counts_merge_and_restore_from_old_state():
+    rng = np.random.default_rng(4)
+    pairs = random_pairs(rng, 6, 4)
+    for pred, _ in pairs:
+        pred[rng.random(pred.shape) < 0.2] = -1
+    single, shards = SemanticEvaluator(4), [SemanticEvaluator(4), SemanticEvaluator(4)]
+    for i, (pred, gt) in enumerate(pairs):
+        single.update(pred, gt)
+        shards[i % 2].update(pred, gt)
+    merged = shards[0].merge(shards[1])
+    np.testing.assert_array_equal(merged.counts, single.counts)
+    restored = SemanticEvaluator(4)
+    restored.load_state_dict(single.state_dict())
+    np.testing.assert_array_equal(restored.counts, single.counts)
+    # a checkpoint written before the unlabelled column: (C, C), no unlabelled pixels
+    old = SemanticEvaluator(4)
+    old.load_state_dict({"matrix": single.matrix.copy(), "num_classes": 4, "ignore_index": 255})
+    assert old.unlabelled.sum() == 0 and np.array_equal(old.matrix, single.matrix)
+    with pytest.raises(ValueError):
+        old.add_matrix(np.zeros((4, 6), np.int64))

@@ -164,3 +164,31 @@ def test_eval_coco_sharded_with_torchrun_equals_single_process(tmp_path):
     assert single["num_predictions"] > 0
     assert json.loads((tmp_path / "sharded" / "coco_results.json").read_text()) == \
         json.loads((tmp_path / "single" / "coco_results.json").read_text())
+
+
+def test_unlabelled_pixels_are_counted_as_misses(voc, tmp_path):
+    """A config that leaves pixels unclaimed (-1) is evaluated (not refused): those pixels are
+    misses of their GT class, reported as num_unlabelled; confusion.npy stays (C, C)."""
+    from ovdense.evaluation import SemanticEvaluator
+
+    seg = dataset_segmenter(voc)
+    plain_predict = seg.predict
+
+    def predict(image, return_scores=False):
+        res = plain_predict(image, return_scores)
+        res.label_map[::3, ::2] = -1
+        return res
+
+    seg.predict = predict
+    m = evaluate_semantic(seg, voc, limit=3, out_dir=tmp_path, save_predictions=True, progress=False)
+    expected = SemanticEvaluator(voc.num_classes)
+    for sample in voc.samples[:3]:
+        expected.update(predict(str(sample.image_path)).label_map, voc.load_gt(sample.gt_path))
+    ref = expected.compute()
+    assert ref.num_unlabelled > 0 and m.num_unlabelled == ref.num_unlabelled
+    assert m.mIoU == pytest.approx(ref.mIoU) and m.aAcc == pytest.approx(ref.aAcc)
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["num_unlabelled"] == ref.num_unlabelled
+    conf = np.load(tmp_path / "confusion.npy")
+    assert conf.shape == (voc.num_classes, voc.num_classes)
+    assert conf.sum() + ref.num_unlabelled == ref.num_pixels

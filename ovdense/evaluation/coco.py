@@ -394,7 +394,7 @@ def _evaluate_coco(segmenter, ann_file, image_dir, classes_file, background, str
         position = {img_id: i for i, img_id in enumerate(img_ids)}
         results = sorted(all_gather_lists(results, dist_info), key=lambda r: position[r["image_id"]])
         if evaluator is not None:
-            evaluator.matrix[...] = all_reduce_sum(evaluator.matrix, dist_info)
+            evaluator.counts[...] = all_reduce_sum(evaluator.counts, dist_info)
     lead = dist_info.rank == 0
     metrics = {t: run_cocoeval(coco, results, t, img_ids, max_dets, verbose=progress and lead)
                for t in iou_types}

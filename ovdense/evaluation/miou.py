@@ -8,6 +8,9 @@ The conventions follow mmseg's ``IoUMetric`` so numbers compare with published t
 * a class absent from both the ground truth and the prediction has ``IoU = NaN`` and is left out
   of the mean (``np.nanmean``); a class predicted but never present in the ground truth has
   ``IoU = 0`` (it counts) and ``Acc = NaN``;
+* a counted pixel predicted :data:`~ovdense.structures.UNLABELLED` (-1: no class claimed it) is
+  a miss of its ground-truth class: it is in that class's ground-truth area and in no predicted
+  area (mmseg's ``histc`` drops predictions outside ``[0, C)`` from the predicted areas only);
 * ``aAcc`` is the overall pixel accuracy; ``mIoU`` and ``mAcc`` are the NaN-means;
 * every value is reported in **percent** (mmseg multiplies by 100). mmseg also rounds to two
   decimals; :meth:`SemanticMetrics.rounded` does the same, :meth:`SemanticEvaluator.compute`
@@ -29,22 +32,26 @@ __all__ = ["SemanticEvaluator", "SemanticMetrics", "confusion_matrix", "metrics_
 
 
 def confusion_matrix(
-    pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int = 255
+    pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int = 255, *, unlabelled: bool = False
 ) -> np.ndarray:
-    """Return the ``(num_classes, num_classes)`` int64 confusion matrix of one prediction.
+    """Return the int64 confusion matrix of one prediction.
 
     Rows index the ground-truth class, columns the predicted class. Ground-truth pixels equal to
     ``ignore_index`` or outside ``[0, num_classes)`` are skipped (mmseg's histogram ignores them
-    as well). A prediction outside ``[0, num_classes)`` on a counted pixel is an error.
+    as well).
 
     Args:
         pred: predicted class indices, any integer dtype, same shape as ``gt``.
         gt: ground-truth class indices, any integer dtype.
         num_classes: number of classes ``C``.
         ignore_index: ground-truth value to skip.
+        unlabelled: if true the result is ``(C, C + 1)``: its last column counts the pixels of each
+            ground-truth class predicted :data:`~ovdense.structures.UNLABELLED` (-1), which the
+            metrics count as misses. If false it is ``(C, C)`` and such a prediction is an error.
 
     Raises:
-        ValueError: on shape mismatch, non-integer input, or out-of-range predictions.
+        ValueError: on shape mismatch, non-integer input, or a prediction outside
+            ``[0, num_classes)`` (other than -1 with ``unlabelled=True``).
     """
     pred = np.asarray(pred)
     gt = np.asarray(gt)
@@ -58,15 +65,26 @@ def confusion_matrix(
     keep = (gt64 != ignore_index) & (gt64 >= 0) & (gt64 < num_classes)
     gt64 = gt64[keep]
     pred64 = pred64[keep]
-    if pred64.size and pred64.min() < 0:
-        raise ValueError("prediction has unlabelled pixels (-1): the vocabulary has no background class and "
-                         "decode.background_threshold or decode.area_threshold left pixels unclaimed; mIoU needs a "
-                         "class for every pixel, so evaluate with a background class or with both thresholds off")
+    lowest = -1 if unlabelled else 0
+    if pred64.size and pred64.min() < lowest:
+        if pred64.min() == -1:
+            raise ValueError("prediction has unlabelled pixels (-1): pass unlabelled=True to count them as misses")
+        raise ValueError(f"prediction contains class {pred64.min()} outside [0, {num_classes})")
     if pred64.size and pred64.max() >= num_classes:
         bad = pred64[pred64 >= num_classes][0]
         raise ValueError(f"prediction contains class {bad} outside [0, {num_classes})")
-    flat = np.bincount(gt64 * num_classes + pred64, minlength=num_classes * num_classes)
-    return flat.reshape(num_classes, num_classes).astype(np.int64, copy=False)
+    cols = num_classes + 1 if unlabelled else num_classes
+    pred64 = np.where(pred64 < 0, num_classes, pred64)  # -1 -> the last column
+    flat = np.bincount(gt64 * cols + pred64, minlength=num_classes * cols)
+    return flat.reshape(num_classes, cols).astype(np.int64, copy=False)
+
+
+def _with_unlabelled_column(matrix: np.ndarray) -> np.ndarray:
+    """``(C, C)`` or ``(C, C + 1)`` counts -> ``(C, C + 1)`` int64 (a zero column added)."""
+    m = np.asarray(matrix, dtype=np.int64)
+    if m.ndim != 2 or m.shape[1] not in (m.shape[0], m.shape[0] + 1):
+        raise ValueError(f"a confusion matrix must be (C, C) or (C, C + 1), got {m.shape}")
+    return m if m.shape[1] == m.shape[0] + 1 else np.pad(m, ((0, 0), (0, 1)))
 
 
 @dataclass
@@ -81,6 +99,7 @@ class SemanticMetrics:
         acc: per-class accuracy (recall), NaN for classes absent from the GT.
         class_names: names of the classes, if known.
         num_pixels: number of counted (non-ignored) ground-truth pixels.
+        num_unlabelled: how many of those were predicted UNLABELLED (counted as misses).
     """
 
     mIoU: float
@@ -90,6 +109,7 @@ class SemanticMetrics:
     acc: np.ndarray
     class_names: list[str] = field(default_factory=list)
     num_pixels: int = 0
+    num_unlabelled: int = 0
 
     def rounded(self, ndigits: int = 2) -> "SemanticMetrics":
         """Return a copy rounded like mmseg's printed tables (two decimals by default)."""
@@ -101,6 +121,7 @@ class SemanticMetrics:
             acc=np.round(self.acc, ndigits),
             class_names=list(self.class_names),
             num_pixels=self.num_pixels,
+            num_unlabelled=self.num_unlabelled,
         )
 
     def to_dict(self) -> dict:
@@ -115,6 +136,7 @@ class SemanticMetrics:
             "aAcc": clean(self.aAcc),
             "mAcc": clean(self.mAcc),
             "num_pixels": int(self.num_pixels),
+            "num_unlabelled": int(self.num_unlabelled),
             "unit": "percent",
             "per_class": [
                 {"index": i, "name": n, "IoU": clean(self.iou[i]), "Acc": clean(self.acc[i])}
@@ -148,11 +170,13 @@ def _nanmean(x: np.ndarray) -> float:
 def metrics_from_confusion(
     matrix: np.ndarray, class_names: Sequence[str] | None = None
 ) -> SemanticMetrics:
-    """Compute :class:`SemanticMetrics` (percent) from a ``(C, C)`` confusion matrix."""
-    m = np.asarray(matrix, dtype=np.int64)
-    tp = np.diag(m).astype(np.float64)
+    """Compute :class:`SemanticMetrics` (percent) from a ``(C, C)`` confusion matrix, or a
+    ``(C, C + 1)`` one whose last column counts pixels predicted UNLABELLED (misses)."""
+    m = _with_unlabelled_column(matrix)
+    c = m.shape[0]
+    tp = np.diag(m[:, :c]).astype(np.float64)
     gt_area = m.sum(axis=1).astype(np.float64)
-    pred_area = m.sum(axis=0).astype(np.float64)
+    pred_area = m[:, :c].sum(axis=0).astype(np.float64)
     union = gt_area + pred_area - tp
     total = gt_area.sum()
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -167,11 +191,16 @@ def metrics_from_confusion(
         acc=acc,
         class_names=list(class_names) if class_names is not None else [],
         num_pixels=int(total),
+        num_unlabelled=int(m[:, c].sum()),
     )
 
 
 class SemanticEvaluator:
-    """Accumulates an int64 confusion matrix over images; shards merge exactly.
+    """Accumulates int64 counts over images; shards merge exactly.
+
+    :attr:`counts` is ``(C, C + 1)``: the confusion matrix :attr:`matrix` (rows ground truth,
+    columns prediction) and a last column :attr:`unlabelled` with the ground-truth pixels of each
+    class that the prediction left UNLABELLED (-1), counted as misses as mmseg does.
 
     Example:
         >>> ev = SemanticEvaluator(num_classes=21)
@@ -194,46 +223,58 @@ class SemanticEvaluator:
         self.num_classes = int(num_classes)
         self.ignore_index = int(ignore_index)
         self.class_names = list(class_names) if class_names is not None else None
-        self.matrix = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+        self.counts = np.zeros((self.num_classes, self.num_classes + 1), dtype=np.int64)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The ``(C, C)`` confusion matrix (a view of :attr:`counts`)."""
+        return self.counts[:, : self.num_classes]
+
+    @property
+    def unlabelled(self) -> np.ndarray:
+        """Per ground-truth class, the pixels predicted UNLABELLED (a view of :attr:`counts`)."""
+        return self.counts[:, self.num_classes]
 
     def update(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-        """Add one prediction/ground-truth pair; returns that pair's confusion matrix."""
-        contribution = confusion_matrix(pred, gt, self.num_classes, self.ignore_index)
-        self.matrix += contribution
+        """Add one prediction/ground-truth pair; returns that pair's ``(C, C + 1)`` counts."""
+        contribution = confusion_matrix(pred, gt, self.num_classes, self.ignore_index, unlabelled=True)
+        self.counts += contribution
         return contribution
 
     def add_matrix(self, matrix: np.ndarray) -> None:
-        """Add a precomputed confusion matrix (e.g. restored from a checkpoint)."""
+        """Add precomputed ``(C, C)`` or ``(C, C + 1)`` counts (e.g. restored from a checkpoint)."""
         matrix = np.asarray(matrix)
-        if matrix.shape != self.matrix.shape:
-            raise ValueError(f"matrix shape {matrix.shape} != {self.matrix.shape}")
-        self.matrix += matrix.astype(np.int64)
+        if matrix.shape[0] != self.num_classes or matrix.shape[1:] not in ((self.num_classes,), (self.num_classes + 1,)):
+            raise ValueError(f"matrix shape {matrix.shape} is neither {self.matrix.shape} nor {self.counts.shape}")
+        self.counts += _with_unlabelled_column(matrix)
 
     def merge(self, other: "SemanticEvaluator") -> "SemanticEvaluator":
         """Add another evaluator's counts into this one (exact) and return ``self``."""
         if other.num_classes != self.num_classes or other.ignore_index != self.ignore_index:
             raise ValueError("cannot merge evaluators with different classes or ignore_index")
-        self.matrix += other.matrix
+        self.counts += other.counts
         return self
 
     def reset(self) -> None:
         """Zero the accumulated counts."""
-        self.matrix[...] = 0
+        self.counts[...] = 0
 
     def state_dict(self) -> dict:
-        """Serializable state: the int64 matrix and the settings."""
+        """Serializable state: the int64 ``(C, C + 1)`` counts and the settings."""
         return {
-            "matrix": self.matrix.copy(),
+            "matrix": self.counts.copy(),
             "num_classes": self.num_classes,
             "ignore_index": self.ignore_index,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a state produced by :meth:`state_dict` (replaces the counts)."""
+        """Restore a state produced by :meth:`state_dict` (replaces the counts); a ``(C, C)``
+        matrix from before unlabelled pixels were counted is accepted."""
         if int(state["num_classes"]) != self.num_classes:
             raise ValueError("state was saved for a different number of classes")
-        self.matrix = np.asarray(state["matrix"], dtype=np.int64).copy()
+        self.reset()
+        self.add_matrix(state["matrix"])
 
     def compute(self) -> SemanticMetrics:
         """Metrics (percent, full precision) from everything seen so far."""
-        return metrics_from_confusion(self.matrix, self.class_names)
+        return metrics_from_confusion(self.counts, self.class_names)

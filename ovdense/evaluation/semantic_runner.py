@@ -58,7 +58,7 @@ def load_state(path: Path, num_classes: int, world_size: int, dataset: str) -> t
         done = [str(x) for x in data["done"].tolist()]
         saved_world = int(data["world_size"])
         saved_dataset = str(data["dataset"])
-    if matrix.shape != (num_classes, num_classes):
+    if matrix.shape not in ((num_classes, num_classes), (num_classes, num_classes + 1)):
         raise ValueError(f"{path}: checkpoint has {matrix.shape[0]} classes, expected {num_classes}")
     if saved_world != world_size:
         raise ValueError(
@@ -200,11 +200,11 @@ def _run(
         if save_predictions and out is not None:
             _save_prediction(label_map, out / "preds" / f"{sample.image_id}.png", num_classes)
         if ckpt is not None and checkpoint_every > 0 and n % checkpoint_every == 0:
-            save_state(ckpt, evaluator.matrix, done, info.world_size, dataset.name)
+            save_state(ckpt, evaluator.counts, done, info.world_size, dataset.name)
     elapsed = time.perf_counter() - start
     if ckpt is not None:
-        save_state(ckpt, evaluator.matrix, done, info.world_size, dataset.name)
-    total = all_reduce_sum(evaluator.matrix, info)
+        save_state(ckpt, evaluator.counts, done, info.world_size, dataset.name)
+    total = all_reduce_sum(evaluator.counts, info)  # (C, C + 1): last column UNLABELLED
     if class_names is None:
         seg_names = getattr(segmenter, "class_names", None)
         class_names = (list(map(str, seg_names)) if seg_names and len(seg_names) == num_classes
@@ -215,11 +215,11 @@ def _run(
     gathered = tracker.gather(info) if tracker is not None else None
     if info.rank == 0:
         if out is not None:
-            np.save(out / "confusion.npy", total)
+            np.save(out / "confusion.npy", merged.matrix)
             write_json(out / "metrics.json", _report(segmenter, dataset, metrics, len(samples),
                                                      info, elapsed, ignore_index))
         if gathered is not None and report_dir is not None:
-            _write_report(report_dir, gathered, dataset, metrics, total, out, len(samples), resume)
+            _write_report(report_dir, gathered, dataset, metrics, merged.matrix, out, len(samples), resume)
         if progress:
             print(metrics.table())
     barrier(info)

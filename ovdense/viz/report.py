@@ -59,11 +59,13 @@ def image_scores(matrix: np.ndarray) -> Tuple[float, float]:
     """``(mIoU, pixel accuracy)`` in percent of one image's confusion matrix.
 
     The image mIoU averages the classes present in its ground truth or its prediction (NaN
-    when the image has no counted pixel), as the dataset mIoU does over the whole set.
+    when the image has no counted pixel), as the dataset mIoU does over the whole set. A
+    ``(C, C + 1)`` matrix's last column (pixels predicted UNLABELLED) counts as misses.
     """
     m = np.asarray(matrix, dtype=np.float64)
-    tp = np.diag(m)
-    union = m.sum(0) + m.sum(1) - tp
+    c = m.shape[0]
+    tp = np.diag(m[:, :c])
+    union = m[:, :c].sum(0) + m.sum(1) - tp
     total = m.sum()
     present = union > 0
     miou = float((tp[present] / union[present]).mean() * 100) if present.any() else float("nan")
