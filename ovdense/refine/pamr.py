@@ -36,12 +36,33 @@ def _shifted(x: torch.Tensor, dilation: int, with_centre: bool = False) -> List[
 
 
 def pamr_affinity(image: torch.Tensor, dilations: Sequence[int]) -> Tuple[torch.Tensor, List[int]]:
-    """Neighbour weights ``[B, 8*len(dilations), H, W]`` (softmax over dim 1)."""
+    """Neighbour weights ``[B, 8*len(dilations), H, W]`` (softmax over dim 1).
+
+    Streamed: the window std takes two passes over the shifted views (mean, then squared
+    deviations) and each neighbour's logit is written straight into the output, so besides the
+    output only a few ``[B, 3, H, W]`` maps are alive (the stacked form needs ~80 floats per
+    pixel per dilation pair; see :func:`pamr_stacked`).
+    """
     image = image.float()
-    windows = [s for d in dilations for s in _shifted(image, d, with_centre=True)]
-    std = torch.stack(windows, dim=2).std(dim=2)  # [B, 3, H, W], unbiased
-    diffs = torch.stack([(image - n).abs() for d in dilations for n in _shifted(image, d)], dim=2)
-    logits = (-diffs / (1e-8 + 0.1 * std.unsqueeze(2))).mean(dim=1)
+    count = 9 * len(dilations)
+    mean = torch.zeros_like(image)
+    for d in dilations:
+        for s in _shifted(image, d, with_centre=True):
+            mean += s
+    mean /= count
+    var = torch.zeros_like(image)
+    for d in dilations:
+        for s in _shifted(image, d, with_centre=True):
+            var.addcmul_(s - mean, s - mean)
+    del mean
+    denom = var.div_(count - 1).sqrt_().mul_(0.1).add_(1e-8)  # 1e-8 + 0.1 * std (unbiased)
+    b, _, h, w = image.shape
+    logits = image.new_empty((b, 8 * len(dilations), h, w))
+    n = 0
+    for d in dilations:
+        for s in _shifted(image, d):
+            logits[:, n] = (image - s).abs_().neg_().div_(denom).mean(dim=1)
+            n += 1
     return logits.softmax(dim=1), list(dilations)
 
 
@@ -133,9 +154,9 @@ class PAMR(Refiner):
         return self.steps * max(self.dilations)
 
     def working_floats_per_pixel(self, num_maps: int) -> int:
-        # the affinity's stacked windows and differences (3 channels x 9 and x 8 neighbours per
-        # dilation, with temporaries) dominate for few maps; then the mask, its update and copies
-        return 3 * num_maps + 80 * len(self.dilations)
+        # the mask, its update and copies; the affinity's logits and softmax (8 neighbours per
+        # dilation, twice) and a few 3-channel maps (streamed, see pamr_affinity)
+        return 3 * num_maps + 16 * len(self.dilations) + 24
 
     def forward(self, logits: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         return pamr(guide[None], logits[None], self.steps, self.dilations)[0]
