@@ -1,6 +1,9 @@
-"""Minimal ``torch.distributed`` helpers for sharded evaluation (``torchrun``-compatible).
+"""Process-group set-up and the three collectives sharded evaluation needs (``torchrun``-compatible).
 
-Only integer confusion matrices cross process boundaries, so the merge is exact.
+The collectives are ``mmengine.dist``'s. The set-up is ours: ``mmengine.dist.init_dist`` calls
+``torch.cuda.set_device`` unconditionally, which fails on a CPU-only machine, and gloo on CPU is
+how evaluation shards there. Only integer confusion matrices and result lists cross process
+boundaries, so the merge is exact.
 """
 
 from __future__ import annotations
@@ -83,34 +86,33 @@ def init_distributed(device: Any = None, timeout_s: float = 7200.0) -> DistInfo:
 
 
 def all_reduce_sum(array: np.ndarray, info: DistInfo) -> np.ndarray:
-    """Sum an int64 array over all ranks (exact); identity when not distributed."""
+    """Sum an int64 array over all ranks (exact); identity when not distributed.
+
+    ``mmengine.dist.all_reduce`` moves the tensor to the backend's device (CUDA for NCCL) and back.
+    """
     if not info.distributed:
         return array
     import torch
-    import torch.distributed as dist
+    from mmengine import dist
 
-    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
-    if info.backend == "nccl":
-        tensor = tensor.cuda()
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor.cpu().numpy().astype(np.int64)
+    tensor = torch.from_numpy(np.array(array, dtype=np.int64))  # a copy: reduced in place
+    dist.all_reduce(tensor, op="sum")
+    return tensor.numpy()
 
 
 def all_gather_lists(items: list, info: DistInfo) -> list:
     """Every rank's list, in rank order, on every rank (pickled objects); identity when alone."""
     if not info.distributed:
         return list(items)
-    import torch.distributed as dist
+    from mmengine import dist
 
-    gathered: list = [None] * info.world_size
-    dist.all_gather_object(gathered, list(items))
-    return [item for part in gathered for item in part]
+    return [item for part in dist.all_gather_object(list(items)) for item in part]
 
 
 def barrier(info: DistInfo) -> None:
     """Wait for every rank; no-op when not distributed."""
     if info.distributed:
-        import torch.distributed as dist
+        from mmengine import dist
 
         dist.barrier()
 
