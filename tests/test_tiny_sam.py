@@ -8,12 +8,15 @@
     what was measured when the fixture was made (see the fixture README).
 
 ISSUE FLOORS NOT REACHED (see the fixture README): the issue asks for point mIoU >= 0.85 and
-automatic recall@0.75 >= 0.8 at default-like thresholds.  The shipped fixture (10,014 steps,
-80 minutes on CPU, 160 px input whose resolution ceiling is 0.904) reaches point mIoU 0.698 on
-40 held-out scenes (0.634 on this test's 8; untrained 0.104).  Its IoU head is not calibrated
-(MAE 0.14-0.19) and its logits are soft, so almost no proposal passes pred_iou 0.86 /
-stability 0.92 (recall@0.75 ~0.05); without thresholds its proposals cover things (recall@0.75
-0.65).  The floors assert what holds, a margin below the measured values.
+automatic recall@0.75 >= 0.8 at default-like thresholds.  The shipped fixture (160 px stage,
+10,014 steps / 80 min, then 224 px with SAM's full-resolution loss, 6,873 steps / 90 min, on
+CPU; input-resolution ceiling 0.985) reaches point mIoU 0.768 on 40 held-out scenes (0.730 on
+this test's 8; the 160 px stage 0.634 here, untrained 0.104).  Its IoU head is not calibrated
+(MAE 0.14-0.17) and small objects get low stability scores, so SAM's default thresholds keep
+few proposals (recall@0.75 0.10 on 20 scenes, 0.27 at 0.86 / 0.92); without thresholds its
+proposals cover things (recall@0.75 0.80 on 3 scenes).  The floors assert what holds, a margin
+below the measured values; the point and automatic floors fail for the 160 px stage and for the
+untrained model.
 """
 import importlib.util
 import json
@@ -33,10 +36,10 @@ WEIGHTS = os.path.join(FIXTURE, "synth_sam.pt")
 MODEL_JSON = os.path.join(FIXTURE, "model.json")
 
 # floors: a little below the values measured with the shipped fixture (README)
-POINT_MIOU_FLOOR = 0.58   # measured 0.634 on these 8 scenes (untrained model: 0.104)
-IOU_MAE_CEIL = 0.25       # measured 0.192 (untrained: 0.103): NOT calibrated
-AUTO_RECALL75_FLOOR = 0.0  # measured 0.0 on 3 scenes (0.05 on 20): few proposals pass the thresholds
-AUTO_MIN_PROPOSALS = 0
+POINT_MIOU_FLOOR = 0.68   # measured 0.730 on these 8 scenes (160 px stage: 0.634; untrained: 0.104)
+IOU_MAE_CEIL = 0.22       # measured 0.174 (untrained: 0.103): NOT calibrated
+AUTO_RECALL75_FLOOR = 0.35  # measured 0.45 on 3 scenes (0.24 on 20; 160 px stage: 0.0; untrained: 0.0)
+AUTO_MIN_PROPOSALS = 3      # measured 6.7 per image
 AUTO_KW = dict(points_per_side=16, pred_iou_thresh=0.86, stability_score_thresh=0.92)
 
 
@@ -73,6 +76,39 @@ def test_train_two_steps_and_load_into_predictor(tmp_path):
 needs_fixture = pytest.mark.skipif(not os.path.isfile(WEIGHTS), reason="no synth_sam fixture")
 
 
+@needs_fixture
+def test_warm_start_at_the_same_size_is_the_fixture():
+    mod = _script()
+    with open(MODEL_JSON) as f:
+        cfg = json.load(f)
+    sam = mod.build_tiny_sam(cfg)
+    mod.warm_start(sam, FIXTURE)
+    ref = mod.build_tiny_sam(MODEL_JSON, WEIGHTS)
+    for (k, a), (_, b) in zip(sam.state_dict().items(), ref.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+@needs_fixture
+def test_warm_start_at_another_input_size_keeps_the_masks():
+    """Resizing the position embedding (the only size-bound weight) moves the model to another
+    input size with its quality: the 160 px fixture moved to 224 px scored 0.746 point mIoU on
+    these 3 scenes (untrained 0.095), so a load that misses weights fails here. The model hardly
+    uses the absolute position embedding (its axes swapped: 0.744), so this checks the transfer,
+    not the interpolated values."""
+    mod = _script()
+    with open(MODEL_JSON) as f:
+        cfg = json.load(f)
+    other = 160 if cfg["img_size"] != 160 else 224
+    cfg.update(img_size=other, encoder_window_size=other // cfg["patch_size"] // 2)
+    sam = mod.build_tiny_sam(cfg)
+    mod.warm_start(sam, FIXTURE)
+    sam.eval()
+    assert sam.image_encoder.pos_embed.shape[1] == other // cfg["patch_size"]
+    torch.set_num_threads(2)
+    r = mod.eval_point_prompts(sam, n_scenes=3, seed=0)
+    assert r["miou"] >= 0.45, r
+
+
 @pytest.fixture(scope="module")
 def trained():
     mod = _script()
@@ -104,8 +140,9 @@ def test_automatic_mask_recall_held_out(trained):
     r = mod.eval_automatic(sam, n_scenes=3, **AUTO_KW)
     assert r["proposals_per_image"] >= AUTO_MIN_PROPOSALS, r
     assert r["recall75"] >= AUTO_RECALL75_FLOOR, r
-    # without thresholds the proposals do cover things (untrained: mean best IoU 0.013, recall@0.5 0)
+    # without thresholds the proposals cover things (untrained: mean best IoU 0.013, recall@0.5 0;
+    # 160 px stage: 0.735, 0.85, recall@0.75 0.65)
     r0 = mod.eval_automatic(sam, n_scenes=3, points_per_side=16, pred_iou_thresh=0.0,
                             stability_score_thresh=0.0)
-    assert r0["mean_best_iou"] >= 0.65 and r0["recall50"] >= 0.75, r0   # measured 0.735, 0.85
-    assert r0["recall75"] >= 0.55, r0                                   # measured 0.65
+    assert r0["mean_best_iou"] >= 0.76 and r0["recall50"] >= 0.8, r0   # measured 0.817, 0.90
+    assert r0["recall75"] >= 0.7, r0                                   # measured 0.80
