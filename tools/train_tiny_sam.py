@@ -15,11 +15,11 @@ small size, so ``SamPredictor`` and ``SamAutomaticMaskGenerator`` use it unchang
   depth 3 / hidden 64.
 
 (``model.json`` holds these numbers; :func:`build_tiny_sam` builds the model from it;
-:data:`MODEL_CONFIG` is the first stage's 160 px size, ``--config`` overrides it.)
+:data:`MODEL_CONFIG`; ``--config`` overrides it, e.g. for the first stage's 160 px input.)
 
 The input size bounds what any model can reach: :func:`resolution_ceiling` pushes every
 ground-truth segment through the low-res grid and back, which gives point mIoU 0.904 at
-160 px (thin bars 0.74, small objects 0.78) and 0.98 at 224 px.
+160 px (thin bars 0.74, small objects 0.78) and 0.985 at 224 px.
 
 Recipe (SA-1B's, simplified): scenes from the TRAINING range of ``WorldV2(seed=0)`` only,
 generated on the fly.  Every step: a batch of images through the image encoder once, then
@@ -46,9 +46,10 @@ embedding resized when ``--config`` changes the input size, :func:`warm_start`).
 
 The shipped fixture is two stages (``command`` in the fixture folder has both):
 
-    python tools/train_tiny_sam.py --out STAGE1 --minutes 80 --threads 1 --loss-at low
-    python tools/train_tiny_sam.py --out tests/fixtures/synth_sam --init STAGE1 \
-        --config '{"img_size": 224, "encoder_window_size": 14}' --minutes 90 --threads 2 --lr 4e-4
+    python tools/train_tiny_sam.py --out STAGE1 --minutes 80 --threads 1 --loss-at low --lr 1e-3 \
+        --config '{"img_size": 160, "encoder_window_size": 10}'
+    python tools/train_tiny_sam.py --out tests/fixtures/synth_sam --init STAGE1 --minutes 90 \
+        --threads 2 --lr 4e-4
 
 (batch 4 images x 8 prompts).  ``--evaluate tests/fixtures/synth_sam`` prints the README's
 held-out figures.
@@ -83,12 +84,12 @@ FIXTURE_DIR = os.path.join(ROOT, "tests", "fixtures", "synth_sam")
 WORLD_SEED = 0
 
 MODEL_CONFIG = {
-    "img_size": 160,
+    "img_size": 224,
     "patch_size": 8,
     "encoder_embed_dim": 96,
     "encoder_depth": 4,
     "encoder_num_heads": 4,
-    "encoder_window_size": 10,
+    "encoder_window_size": 14,
     "encoder_global_attn_indexes": [3],
     "use_rel_pos": False,
     "prompt_embed_dim": 64,
