@@ -281,7 +281,7 @@ class Detections:
                 raise IndexError(f"detections are indexed by int, slice, int array or bool array, not {index.dtype}")
         names = np.asarray(self.class_name, dtype=object)[index].tolist()
         return Detections(xyxy=self.xyxy[index], mask=self.mask[index], confidence=self.confidence[index],
-                          class_id=self.class_id[index], class_name=list(names))
+                          class_id=self.class_id[index], class_name=names)
 
     @classmethod
     def cat(cls, parts: Sequence["Detections"]) -> "Detections":

@@ -41,11 +41,7 @@ WINDOW_V2 = dict(crop=64, stride=32)
 
 def fixture_v2():
     """(config json, weights) of the v2 tiny CLIP fixture."""
-    configs = sorted(f for f in os.listdir(FIXTURE_DIR_V2) if f.endswith(".json"))
-    weights = sorted(f for f in os.listdir(FIXTURE_DIR_V2) if f.endswith(".pt"))
-    if len(configs) != 1 or len(weights) != 1:
-        raise SystemExit(f"error: {FIXTURE_DIR_V2}: expected one model .json and one .pt")
-    return os.path.join(FIXTURE_DIR_V2, configs[0]), os.path.join(FIXTURE_DIR_V2, weights[0])
+    return os.path.join(FIXTURE_DIR_V2, "synth-vit-tiny-v2.json"), os.path.join(FIXTURE_DIR_V2, "synth_clip.pt")
 
 
 def make_world(world: str):

@@ -189,11 +189,12 @@ def hard_negative(named, rng):
     if not things:
         return None
     cid = things[int(rng.integers(len(things)))]
-    k = cid - wv2.NUM_STUFF
-    col, shp = divmod(k, len(wv2.SHAPES))
-    cands = [wv2.NUM_STUFF + col * len(wv2.SHAPES) + s for s in range(len(wv2.SHAPES)) if s != shp]
-    cands += [wv2.NUM_STUFF + c * len(wv2.SHAPES) + shp for c in range(len(wv2.COLOURS)) if c != col]
-    cands = [c for c in cands if c in wv2.SEEN_THING_IDS and c not in present]
+    col, shp = wv2.colour_shape_of(cid)
+    # seen classes sharing exactly one of colour / shape with ``cid``: shapes of the same
+    # colour first, then colours of the same shape (the order the draw below depends on)
+    cands = [c for c in wv2.SEEN_THING_IDS if wv2.colour_shape_of(c)[0] == col and c != cid]
+    cands += [c for c in wv2.SEEN_THING_IDS if wv2.colour_shape_of(c)[1] == shp and c != cid]
+    cands = [c for c in cands if c not in present]
     if not cands:
         return None
     new = cands[int(rng.integers(len(cands)))]
@@ -280,11 +281,8 @@ def zero_shot_v2(model, tokenizer, world, per_class=25, n_background=100, start=
         ok = pred == gt
         novel = np.isin(gt, wv2.NOVEL_IDS)
         per = {names[c]: float(ok[gt == c].mean()) for c in things}
-        def cs(c):  # (colour, shape) of a thing class
-            return (c - wv2.NUM_STUFF) // len(wv2.SHAPES), (c - wv2.NUM_STUFF) % len(wv2.SHAPES)
-
-        pc = np.array([cs(c) for c in pred])
-        gc = np.array([cs(c) for c in gt])
+        pc = np.array([wv2.colour_shape_of(c) for c in pred])
+        gc = np.array([wv2.colour_shape_of(c) for c in gt])
         res.update(seen=float(ok[~novel].mean()), novel=float(ok[novel].mean()), per_class=per,
                    novel_colour=float((pc[novel, 0] == gc[novel, 0]).mean()),
                    novel_shape=float((pc[novel, 1] == gc[novel, 1]).mean()),
@@ -582,13 +580,12 @@ def main(argv=None):
             step -= 1
             break
         model.train()
+        negs = []
         if v2:
-            negs = []
             images, captions, keys = make_batch_v2(world, step, args.batch_size, mix, args.seed, size,
                                                    args.items_per_scene, args.min_pixels, args.synonym_prob,
                                                    args.count_prob, args.hard_negatives, negs)
         else:
-            negs = []
             images, captions, keys = make_batch(world, step, args.batch_size, args.crop_prob,
                                                 args.synonym_prob, args.seed)
         x = to_tensor(images)

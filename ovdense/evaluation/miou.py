@@ -243,10 +243,10 @@ class SemanticEvaluator:
 
     def add_matrix(self, matrix: np.ndarray) -> None:
         """Add precomputed ``(C, C)`` or ``(C, C + 1)`` counts (e.g. restored from a checkpoint)."""
-        matrix = np.asarray(matrix)
-        if matrix.shape[0] != self.num_classes or matrix.shape[1:] not in ((self.num_classes,), (self.num_classes + 1,)):
-            raise ValueError(f"matrix shape {matrix.shape} is neither {self.matrix.shape} nor {self.counts.shape}")
-        self.counts += _with_unlabelled_column(matrix)
+        counts = _with_unlabelled_column(matrix)
+        if counts.shape != self.counts.shape:
+            raise ValueError(f"matrix shape {np.shape(matrix)} is neither {self.matrix.shape} nor {self.counts.shape}")
+        self.counts += counts
 
     def merge(self, other: "SemanticEvaluator") -> "SemanticEvaluator":
         """Add another evaluator's counts into this one (exact) and return ``self``."""

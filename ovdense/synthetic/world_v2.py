@@ -90,7 +90,7 @@ __all__ = [
     "CLASS_NAMES", "COLOURS", "SHAPES", "STUFF", "STUFF_IDS", "THING_IDS", "NOVEL_PAIRS",
     "NOVEL_IDS", "SEEN_THING_IDS", "TRAIN_RANGE", "EVAL_RANGE", "IGNORE_INDEX", "NUM_CLASSES",
     "SYNONYMS", "InstanceV2", "SceneV2", "WorldV2", "caption_for", "caption_for_v2",
-    "class_id_of", "names_file_text", "coco_categories",
+    "class_id_of", "colour_shape_of", "names_file_text", "coco_categories",
 ]
 
 # --------------------------------------------------------------------------------------
@@ -141,7 +141,9 @@ IGNORE_INDEX = 255
 _NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 
 
-def _colour_shape(cid: int) -> Tuple[int, int]:
+def colour_shape_of(cid: int) -> Tuple[int, int]:
+    """(colour index into :data:`COLOURS`, shape index into :data:`SHAPES`) of a thing class id;
+    the inverse of :func:`class_id_of`."""
     k = cid - NUM_STUFF
     return k // len(SHAPES), k % len(SHAPES)
 
@@ -544,7 +546,7 @@ class WorldV2:
         full: List[int] = []
         info: List[Tuple[int, str, Tuple[int, int, int, int]]] = []  # class, kind, local bbox
         for i, cid in enumerate(classes[:254]):
-            shape = SHAPES[_colour_shape(cid)[1]]
+            shape = SHAPES[colour_shape_of(cid)[1]]
             if kinds is not None:
                 kind = kinds[i]
             else:
@@ -626,7 +628,7 @@ class WorldV2:
             loc = mask[y0:y0 + bh, x0:x0 + bw]
             if not loc.any():
                 continue
-            col = np.array(COLOURS[_colour_shape(cid)[0]][1], np.float32) + rng.normal(0, 10, 3).astype(np.float32)
+            col = np.array(COLOURS[colour_shape_of(cid)[0]][1], np.float32) + rng.normal(0, 10, 3).astype(np.float32)
             g = rng.normal(0, 1, 2).astype(np.float32) * np.float32(0.15 / 64.0)
             shade = (np.arange(bh, dtype=np.float32)[:, None] - bh / 2) * g[1]
             shade = shade + (np.arange(bw, dtype=np.float32)[None, :] - bw / 2) * g[0]
@@ -690,7 +692,7 @@ class WorldV2:
                              f"is not allowed at {split} index {index}")
         rng = self._rng(index, 1, size, size)
         kind = int(rng.choice(STUFF_IDS))
-        shape = SHAPES[_colour_shape(class_id)[1]]
+        shape = SHAPES[colour_shape_of(class_id)[1]]
         scene = self._compose(rng, size, size, [kind], [class_id],
                               kinds=["thin" if shape == "bar" else "normal"], centered=True)
         scene.caption = caption_for(scene.segments)
