@@ -19,9 +19,8 @@ mmengine is used to parse, merge (``_base_``) and dump configs.
 """
 from __future__ import annotations
 
-import inspect
 import os
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Union
 
 #: Top-level entries that describe data, not the segmenter.
 DATA_SECTIONS = ("classes", "dataset_type", "dataset")
@@ -108,11 +107,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def segmenter_kwargs(cfg) -> Dict[str, Any]:
-    """The OVSegmenter keyword arguments a config describes (``runtime`` flattened in)."""
-    from .predictor import OVSegmenter
+#: Config sections, one per stage: each is the keyword arguments of that stage's constructor.
+STAGE_SECTIONS = ("backbone", "head", "preprocess", "windows", "features", "refiners", "decode", "text_encoder")
+#: OVSegmenter's own options, given in the ``runtime`` section (or at the top level).
+RUNTIME_OPTIONS = ("batch_size", "max_chunk_mb", "refine_at", "compile", "device", "dtype")
 
-    params = set(inspect.signature(OVSegmenter.__init__).parameters) - {"self"}
+
+def segmenter_kwargs(cfg) -> Dict[str, Any]:
+    """The OVSegmenter keyword arguments a config describes (``runtime`` flattened in).
+
+    The accepted names are :data:`STAGE_SECTIONS` and :data:`RUNTIME_OPTIONS`, which are
+    exactly OVSegmenter's keyword arguments (a test keeps them equal).
+    """
+    params = set(STAGE_SECTIONS) | set(RUNTIME_OPTIONS)
     kwargs: Dict[str, Any] = {}
     where = getattr(cfg, "filename", None) or "config"
     for key in cfg.keys():
@@ -134,26 +141,3 @@ def segmenter_kwargs(cfg) -> Dict[str, Any]:
             raise KeyError(f"{where}: unknown config section {key!r}; sections are "
                            f"{sorted(params | {'runtime'} | set(DATA_SECTIONS))}")
     return kwargs
-
-
-def segmenter_from_config(config, classes: Optional[Any] = None, background: Optional[Any] = None,
-                          **overrides: Any):
-    """Build an OVSegmenter from a config, apply keyword overrides, and set the config's classes.
-
-    ``overrides`` replace whole sections or runtime options (``decode=dict(...)``,
-    ``device='cpu'``); ``classes``/``background`` override the config's ``classes`` section.
-    """
-    from .predictor import OVSegmenter
-
-    cfg = load_config(config)
-    kwargs = segmenter_kwargs(cfg)
-    kwargs.update(overrides)
-    seg = OVSegmenter(**kwargs)
-    spec = cfg.get("classes") or {}
-    names = classes if classes is not None else resolve_names_path(spec.get("names"), cfg)
-    if classes is None:
-        background = spec.get("background") if background is None else background
-    if names is not None:
-        seg.set_classes(names, background=background)
-    seg.config = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
-    return seg

@@ -1,10 +1,12 @@
-"""From per-query cosine logits to class probabilities and a label map (methods.md section 1).
+"""From per-query cosine logits to class probabilities and a label map, as the reference methods decode.
 
 The :class:`Decoder` is the config's ``decode=dict(...)`` section. Its steps work on any band
 of pixels, so the segmenter can decode a full-resolution image band by band:
 
 1. :meth:`Decoder.probabilities`: ``softmax(logit_scale * logits)`` over all queries, synonyms
-   included, then the max over each class's synonyms;
+   included, then the max over each class's synonyms, then the config's decoder ``rules``
+   (registry ``DECODE_RULES``; each reads the band of the image's context, e.g. a head's
+   background map);
 2. :meth:`Decoder.area_keep` (SCLIP's area rule, needs the whole image's argmax areas):
    classes whose area is at most ``area_threshold`` of the area it is measured against get
    probability 0;
@@ -20,12 +22,14 @@ special, so the labels do not depend on the order of the classes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence, Tuple
 
 import torch
 
-from .structures import UNLABELLED
+from .registry import DECODE_RULES, build
+from .structures import UNLABELLED, ContextBand
+from .text.vocabulary import Vocabulary
 
 
 def synonym_max(probs: torch.Tensor, query_to_class: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -49,23 +53,40 @@ class Decoder:
             this fraction of the foreground area (all pixels, without a background class)
             is removed.
         renormalize: divide the returned probabilities by their sum (NACLIP).
+        rules: decoder rules run in order after the synonym max (``dict(type=name, ...)``
+            specs of ``DECODE_RULES``, or built rules); they read the image's context band.
     """
 
     logit_scale: float = 40.0
     background_threshold: float = 0.0
     area_threshold: Optional[float] = None
     renormalize: bool = False
+    rules: Sequence[Any] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "rules", tuple(build(DECODE_RULES, spec) for spec in self.rules))
         if not 0.0 <= self.background_threshold <= 1.0:
             raise ValueError(f"decode: background_threshold must lie in [0, 1], got {self.background_threshold}")
         if self.area_threshold is not None and not 0.0 <= self.area_threshold < 1.0:
             raise ValueError(f"decode: area_threshold must lie in [0, 1) or be None, got {self.area_threshold}")
 
-    def probabilities(self, logits: torch.Tensor, query_to_class: torch.Tensor, num_classes: int) -> torch.Tensor:
-        """Query cosines ``[Q, ...]`` -> class probabilities ``[C, ...]`` (float32)."""
+    @property
+    def requires(self) -> Tuple[str, ...]:
+        """Provider outputs and head extras the rules read."""
+        return tuple(sorted({name for rule in self.rules for name in rule.requires}))
+
+    def probabilities(self, logits: torch.Tensor, query_to_class: torch.Tensor, num_classes: int,
+                      band: Optional[ContextBand] = None, vocabulary: Optional[Vocabulary] = None) -> torch.Tensor:
+        """Query cosines ``[Q, ...]`` -> class probabilities ``[C, ...]`` (float32), the rules
+        applied (they need the ``band`` of the image's context and the ``vocabulary``)."""
         probs = torch.softmax(logits.float() * self.logit_scale, dim=0)
-        return synonym_max(probs, query_to_class, num_classes)
+        probs = synonym_max(probs, query_to_class, num_classes)
+        if self.rules:
+            if band is None or vocabulary is None:
+                raise ValueError("decoder rules need the band of the image's context and the vocabulary")
+            for rule in self.rules:
+                probs = rule(probs, band, vocabulary)
+        return probs
 
     def area_keep(self, areas: torch.Tensor, has_background: bool) -> Optional[torch.Tensor]:
         """``[C]`` 0/1 weights of the area rule from the whole image's argmax ``areas``; None when off."""
@@ -106,9 +127,10 @@ class Decoder:
         return probs / torch.where(total > 0, total, torch.ones_like(total))
 
     def __call__(self, logits: torch.Tensor, query_to_class: torch.Tensor, num_classes: int,
-                 has_background: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+                 has_background: bool, band: Optional[ContextBand] = None,
+                 vocabulary: Optional[Vocabulary] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """All steps on one whole map ``[Q, H, W]``: ``(scores [C, H, W], labels [H, W])``."""
-        probs = self.probabilities(logits, query_to_class, num_classes)
+        probs = self.probabilities(logits, query_to_class, num_classes, band, vocabulary)
         keep = None
         if self.area_threshold is not None:
             areas = torch.bincount(probs.argmax(dim=0).flatten(), minlength=num_classes)

@@ -1,13 +1,15 @@
 """The open-vocabulary segmenter: a facade that builds the stages and runs them in order.
 
     image (uint8) -> Preprocessor -> SlidingWindows -> CLIP prefix -> head (+ auxiliary
-    features of the uint8 windows) -> DenseFeatures -> logits vs the text of an
-    EncodedVocabulary -> refiners -> Decoder -> SegmentationResult
+    features of the uint8 windows) -> ImageContext -> logits vs the text of an
+    EncodedVocabulary -> refiners -> Decoder (+ rules) -> SegmentationResult
 
 Each stage is its own object built from one config section (``preprocess``, ``windows``,
-``backbone``, ``head``, ``features``, ``refiners``, ``decode``, ``text_encoder``). The dense
-features of an image (:class:`ImageFeatures`) do not depend on the vocabulary, so one
-encoding serves any number of vocabularies.
+``backbone``, ``head``, ``features``, ``refiners``, ``decode``, ``text_encoder``). Everything
+known about an image after the head is its :class:`~ovdense.structures.ImageContext`; it does
+not depend on the vocabulary, so one encoding serves any number of vocabularies, and every
+later stage (refiners, decoder rules, proposal sources, region scorers) reads what it needs
+from it.
 
 Full-resolution output is produced in horizontal bands (``max_chunk_mb``): logits are
 resized from the model's resolution band by band, refined with the rows of context each
@@ -24,8 +26,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -37,57 +38,21 @@ from .decode import Decoder
 from .heads import Head, build_head
 from .io.images import ImageInput, load_image
 from .ops.bilinear import resize_rows
-from .ops.windows import Box, SlidingWindows, crop_windows, stitch
+from .ops.windows import SlidingWindows, crop_windows
 from .preprocess import Preprocessor
 from .registry import FEATURES, REFINERS, build, names
 from .runtime import resolve_device, resolve_dtype, synchronize
-from .structures import DenseFeatures, EncodedVocabulary, SegmentationResult
+from .structures import DenseFeatures, EncodedVocabulary, ImageContext, SegmentationResult
 from .text import TextEmbedder, Vocabulary, build_vocabulary
 
 #: What ``backbone=None`` loads.
 DEFAULT_BACKBONE = dict(clip_model="ViT-B-16", pretrained="openai")
 RESOLUTIONS = ("input", "model")
+REFINE_AT = ("input", "model")
+#: Called after each band of output rows: ``progress(rows_done, rows_total)``.
+ProgressCallback = Callable[[int, int], None]
 
 VocabularyInput = Union[str, os.PathLike, Sequence[Union[str, Sequence[str]]], Vocabulary]
-
-
-@dataclass
-class ImageFeatures:
-    """Dense features of one image, ready for any vocabulary.
-
-    Attributes:
-        features: ``[n_windows, D, h, w]`` L2-normalised patch features (float32).
-        boxes: window boxes ``(y1, y2, x1, x2)`` in the resized image.
-        pad: ``(left, right, top, bottom)`` zero padding applied to every window.
-        resized_size: size of the resized image the windows tile (the model's resolution).
-        original_size: size of the input image; results are returned at this size by default.
-        whole: True for a single whole-image pass (logits go from the patch grid straight
-            to the output size, as the references' ``forward_feature(img, ori_shape)``).
-        guide: ``[3, H', W']`` normalised resized image (the refiners' guide).
-        extras: the head's per-window extras (``DenseFeatures.extras``).
-        aux: the auxiliary providers' per-window outputs, by provider name.
-        image: the uint8 RGB input, when it was loaded here.
-    """
-
-    features: torch.Tensor
-    boxes: List[Box]
-    pad: Tuple[int, int, int, int]
-    resized_size: Tuple[int, int]
-    original_size: Tuple[int, int]
-    whole: bool
-    guide: torch.Tensor
-    extras: Dict[str, torch.Tensor] = field(default_factory=dict)
-    aux: Dict[str, torch.Tensor] = field(default_factory=dict)
-    image: Optional[np.ndarray] = None
-    path: Optional[str] = None
-    timings: Dict[str, float] = field(default_factory=dict)
-
-    @property
-    def window_size(self) -> Tuple[int, int]:
-        """Pixel size of every window as the backbone sees it (padding included)."""
-        y1, y2, x1, x2 = self.boxes[0]
-        left, right, top, bottom = self.pad
-        return (y2 - y1 + top + bottom, x2 - x1 + left + right)
 
 
 def _check_resolution(resolution: str) -> None:
@@ -130,10 +95,11 @@ class OVSegmenter:
             ``image_scale``, ``mean``, ``std``; mean/std follow the weights by default).
         windows: :class:`~ovdense.ops.windows.SlidingWindows` kwargs (``crop``, ``stride``, ``pad_to``).
         features: auxiliary feature providers by name, ``{name: dict(type=..., ...)}``
-            (``ovdense.registry.FEATURES``); a head reads those in its ``requires``.
+            (``ovdense.registry.FEATURES``); heads, refiners, decoder rules, proposal
+            sources and region scorers read those in their ``requires``.
         refiners: list of refiner specs run in order (``dict(type="pamr", steps=10)``).
         decode: :class:`~ovdense.decode.Decoder` kwargs (``logit_scale``,
-            ``background_threshold``, ``area_threshold``, ``renormalize``).
+            ``background_threshold``, ``area_threshold``, ``renormalize``, ``rules``).
         text_encoder: :class:`~ovdense.text.TextEmbedder` kwargs (``templates``, ``cache_dir``:
             default ``~/.cache/ovdense``, ``""`` keeps embeddings in memory only).
         batch_size: windows per forward pass (windows of several images share batches).
@@ -141,6 +107,10 @@ class OVSegmenter:
             band (logits and probabilities of every query over the band and its refiners'
             context rows, and the refiners' working memory); a band is never shorter than
             the refiners' context (PAMR: ``steps x max(dilations)`` rows).
+        refine_at: ``"input"`` (default, the reference methods: refiners run on the logits
+            resized to the output, band by band) or ``"model"``: refiners run once on the
+            canvas (the resized image the model saw) and the refined logits are resized to
+            the output; far cheaper for big photos (see README for the measured cost).
         compile: wrap the window forward in ``torch.compile`` (True or a backend name); on
             the 2-core development CPU inductor was about 20% slower than eager.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"``...
@@ -161,6 +131,7 @@ class OVSegmenter:
         text_encoder: Optional[Mapping[str, Any]] = None,
         batch_size: int = 16,
         max_chunk_mb: float = 512,
+        refine_at: str = "input",
         compile: Union[bool, str] = False,
         device: Union[str, torch.device, None] = "auto",
         dtype: Union[str, torch.dtype, None] = "fp32",
@@ -182,8 +153,12 @@ class OVSegmenter:
         self.decoder: Decoder = _section(decode, Decoder, "decode")
         self.features = nn.ModuleDict({name: build(FEATURES, spec) for name, spec in (features or {}).items()})
         self.features.to(self.device).eval()
-        self._check_requirements(self.head)
         self.refiners = nn.ModuleList([build(REFINERS, spec) for spec in refiners]).to(self.device).eval()
+        self._check_requirements(self.head)
+        self._check_requirements(*self.refiners, self.decoder)
+        if refine_at not in REFINE_AT:
+            raise ValueError(f"refine_at must be one of {REFINE_AT}, got {refine_at!r}")
+        self.refine_at = refine_at
         try:
             self.text = TextEmbedder(backbone, **dict(text_encoder or {}))
         except TypeError as err:
@@ -200,20 +175,51 @@ class OVSegmenter:
             self._forward = torch.compile(self._window_forward, backend=backend, dynamic=None)
         self.config: Optional[Dict[str, Any]] = None  # filled by from_config
 
-    def _check_requirements(self, head: Head) -> None:
-        missing = [name for name in head.requires if name not in self.features]
-        if missing:
-            raise ValueError(f"head {type(head).__name__} needs the feature provider(s) {missing}: "
-                             f"add features=dict({missing[0]}=dict(type=...)) (available types: "
-                             f"{', '.join(names(FEATURES)) or 'none'})")
+    def _check_requirements(self, *stages: Any) -> None:
+        """Every provider a stage ``requires`` is configured (heads: window-scope ones; other
+        stages may also name the head's extras, which exist only once the head ran)."""
+        for stage in stages:
+            is_head = isinstance(stage, Head)
+            missing = [n for n in getattr(stage, "requires", ()) if n not in self.features
+                       and not (not is_head and n in getattr(self.head, "extras", ()))]
+            if missing:
+                raise ValueError(f"{type(stage).__name__} needs the feature provider(s) {missing}: "
+                                 f"add features=dict({missing[0]}=dict(type=...)) (available types: "
+                                 f"{', '.join(names(FEATURES)) or 'none'})")
+            if is_head:
+                per_image = [n for n in stage.requires if getattr(self.features[n], "scope", "window") != "window"]
+                if per_image:
+                    raise ValueError(f"head {type(stage).__name__} reads per-image provider(s) {per_image}; heads run "
+                                     f"per window batch and can read only window-scope providers")
+
+    def _window_requires(self, *stages: Any) -> List[str]:
+        """Window-scope providers the stages need (run during encoding, once per window batch)."""
+        wanted = {n for stage in stages for n in getattr(stage, "requires", ()) if n in self.features}
+        return sorted(n for n in wanted if getattr(self.features[n], "scope", "window") == "window")
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_config(cls, config: Union[str, os.PathLike, Mapping[str, Any]], **overrides: Any) -> "OVSegmenter":
-        """Build from an mmengine config file (or dict) and set its classes; see :mod:`ovdense.config`."""
-        from .config import segmenter_from_config
+    def from_config(cls, config: Union[str, os.PathLike, Mapping[str, Any]], classes: Optional[Any] = None,
+                    background: Optional[Any] = None, **overrides: Any) -> "OVSegmenter":
+        """Build from an mmengine config file (or dict) and set its classes; see :mod:`ovdense.config`.
 
-        return segmenter_from_config(config, **overrides)
+        ``overrides`` replace whole sections or runtime options (``decode=dict(...)``,
+        ``device='cpu'``); ``classes``/``background`` override the config's ``classes`` section.
+        """
+        from .config import load_config, resolve_names_path, segmenter_kwargs
+
+        cfg = load_config(config)
+        kwargs = segmenter_kwargs(cfg)
+        kwargs.update(overrides)
+        seg = cls(**kwargs)
+        spec = cfg.get("classes") or {}
+        names = classes if classes is not None else resolve_names_path(spec.get("names"), cfg)
+        if classes is None:
+            background = spec.get("background") if background is None else background
+        if names is not None:
+            seg.set_classes(names, background=background)
+        seg.config = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+        return seg
 
     # ------------------------------------------------------------------ vocabulary
     def encode_vocabulary(
@@ -238,7 +244,8 @@ class OVSegmenter:
         if embeddings is not None:
             emb = torch.as_tensor(np.asarray(embeddings) if not isinstance(embeddings, torch.Tensor) else embeddings)
             if emb.ndim != 2 or emb.shape[0] != vocab.num_queries:
-                raise ValueError(f"embeddings must be [{vocab.num_queries}, D] (one row per query), got {tuple(emb.shape)}")
+                raise ValueError(f"embeddings must be [{vocab.num_queries}, D] (one row per query), "
+                                 f"got {tuple(emb.shape)}")
             if emb.shape[1] != self.backbone.embed_dim:
                 raise ValueError(f"embedding width {emb.shape[1]} does not match the model's {self.backbone.embed_dim}")
             text = F.normalize(emb.float(), dim=-1)
@@ -271,7 +278,10 @@ class OVSegmenter:
     def class_names(self) -> List[str]:
         return list(self.vocabulary.class_names) if self.vocabulary else []
 
-    def _resolve_vocabulary(self, vocabulary: Optional[Union[EncodedVocabulary, VocabularyInput]]) -> EncodedVocabulary:
+    def resolve_vocabulary(self, vocabulary: Optional[Union[EncodedVocabulary, VocabularyInput]] = None
+                           ) -> EncodedVocabulary:
+        """The vocabulary of a call: ``vocabulary`` encoded (an EncodedVocabulary as is), or
+        the default one (``set_classes``) when None."""
         if vocabulary is None:
             encoded = self._default
             if encoded is None:
@@ -297,20 +307,28 @@ class OVSegmenter:
         crops = crops.to(self.device)
         return self._forward(crops, self._aux(raw, self.head)).features
 
-    def _aux(self, raw: Optional[torch.Tensor], *heads: Head) -> Dict[str, torch.Tensor]:
-        """Run the providers the heads need, once, on the uint8 windows."""
-        needed = sorted({name for head in heads for name in head.requires})
+    def _aux(self, raw: Optional[torch.Tensor], *stages: Any) -> Dict[str, torch.Tensor]:
+        """Run the window-scope providers the stages need, once, on the uint8 windows."""
+        needed = self._window_requires(*stages)
         if not needed:
             return {}
         if raw is None:
-            raise ValueError(f"the head needs auxiliary features {needed}, computed from the uint8 image: "
-                             f"use predict/encode_images (not pre-normalised tensors)")
+            raise ValueError(f"the head or a later stage needs auxiliary features {needed}, computed from the "
+                             f"uint8 image: use predict/encode_images, or pass raw= (not pre-normalised tensors "
+                             f"alone)")
         return {name: self.features[name](raw.to(self.device)) for name in needed}
+
+    def _image_providers(self) -> Dict[str, nn.Module]:
+        return {n: p for n, p in self.features.items() if getattr(p, "scope", "window") != "window"}
 
     @torch.no_grad()
     def encode_images(self, images: Sequence[ImageInput], bgr: bool = False,
-                      heads: Optional[Mapping[str, Head]] = None) -> List[Any]:
-        """Dense features of several images; their windows share forward batches."""
+                      heads: Optional[Mapping[str, Head]] = None, requires: Sequence[str] = ()) -> List[Any]:
+        """Image contexts of several images; their windows share forward batches.
+
+        ``requires``: extra window-scope providers to run (for stages outside the segmenter,
+        such as a :class:`~ovdense.detector.Detector`'s proposal source).
+        """
         loaded = []
         for image in images:
             t0 = time.perf_counter()
@@ -319,34 +337,38 @@ class OVSegmenter:
             raw, normalised = self.preprocessor(rgb, self.device)
             loaded.append((normalised, raw, rgb, path, (time.perf_counter() - t0) * 1e3))
         feats = self.encode_normalized([n for n, *_ in loaded], [r.shape[:2] for _, _, r, *_ in loaded],
-                                       heads=heads, raw=[r for _, r, *_ in loaded])
+                                       heads=heads, raw=[r for _, r, *_ in loaded], requires=requires)
         for f, (_, _, rgb, path, load_ms) in zip(feats, loaded):
             for one in (f.values() if isinstance(f, dict) else [f]):
                 one.image, one.path = rgb, path
                 one.timings["load"] = load_ms
         return feats
 
-    def encode_image(self, image: ImageInput, bgr: bool = False) -> ImageFeatures:
-        """Dense features of one image (reusable with any vocabulary)."""
-        return self.encode_images([image], bgr=bgr)[0]
+    def encode_image(self, image: ImageInput, bgr: bool = False, requires: Sequence[str] = ()) -> ImageContext:
+        """The context of one image (reusable with any vocabulary)."""
+        return self.encode_images([image], bgr=bgr, requires=requires)[0]
 
     @torch.no_grad()
     def encode_normalized(self, images: Sequence[torch.Tensor],
                           original_sizes: Optional[Sequence[Tuple[int, int]]] = None,
                           heads: Optional[Mapping[str, Head]] = None,
-                          raw: Optional[Sequence[torch.Tensor]] = None) -> List[Any]:
-        """Dense features of already resized and normalised images ``[3, H, W]``.
+                          raw: Optional[Sequence[torch.Tensor]] = None,
+                          requires: Sequence[str] = ()) -> List[Any]:
+        """Contexts of already resized and normalised images ``[3, H, W]``.
 
         ``original_sizes`` are the sizes results are returned at (default: the input size).
-        ``raw``: the same images as uint8 ``[3, H, W]``, needed by heads with ``requires``.
-        With ``heads`` (name -> Head) every image gives a dict name -> ImageFeatures, the
+        ``raw``: the same images as uint8 ``[3, H, W]``, needed by stages that read providers.
+        With ``heads`` (name -> Head) every image gives a dict name -> ImageContext, the
         CLIP prefix and the auxiliary features shared by the heads.
         """
         if original_sizes is None:
             original_sizes = [tuple(x.shape[-2:]) for x in images]
         head_map = {None: self.head} if heads is None else dict(heads)
-        for head in head_map.values():
-            self._check_requirements(head)
+        self._check_requirements(*head_map.values())
+        unknown = [n for n in requires if n not in self.features]
+        if unknown:
+            raise ValueError(f"no feature provider named {unknown}; configured: {sorted(self.features)}")
+        stages = (*head_map.values(), *self.refiners, self.decoder, _Requires(tuple(requires)))
         plans = []
         for i, x in enumerate(images):
             x = x.to(self.device, torch.float32)
@@ -367,7 +389,7 @@ class OVSegmenter:
                 chunk = members[start:start + self.batch_size]
                 batch = torch.stack([plans[i][3][j] for i, j in chunk])
                 batch_raw = torch.stack([plans[i][4][j] for i, j in chunk]) if raw is not None else None
-                aux = self._aux(batch_raw, *head_map.values())
+                aux = self._aux(batch_raw, *stages)
                 if heads is None:
                     per_head = {None: self._forward(batch, aux)}
                 else:
@@ -380,16 +402,19 @@ class OVSegmenter:
                     aux_out[i].append({n: t[k:k + 1] for n, t in aux.items()})
         synchronize(self.device)
         per_image_ms = (time.perf_counter() - t0) * 1e3 / max(len(plans), 1)
+        providers = self._image_providers()
         results = []
-        for (x, boxes, pad, _, _), feats, aux_parts, size in zip(plans, outputs, aux_out, original_sizes):
+        for k, ((x, boxes, pad, _, _), feats, aux_parts, size) in enumerate(zip(plans, outputs, aux_out,
+                                                                                original_sizes)):
             aux = {n: torch.cat([p[n] for p in aux_parts]) for n in (aux_parts[0] if aux_parts else {})}
             made = {}
             for name, parts in feats.items():
                 dense = DenseFeatures.cat(parts)
-                made[name] = ImageFeatures(features=dense.features, boxes=boxes, pad=pad,
-                                           resized_size=tuple(x.shape[-2:]), original_size=(int(size[0]), int(size[1])),
-                                           whole=self.windows.whole, guide=x, extras=dense.extras, aux=aux,
-                                           timings={"features": per_image_ms})
+                made[name] = ImageContext(
+                    features=dense.features, boxes=boxes, pad=pad, resized_size=tuple(x.shape[-2:]),
+                    original_size=(int(size[0]), int(size[1])), whole=self.windows.whole, guide=x,
+                    extras=dense.extras, aux=aux, resized_image=raw[k].to(self.device) if raw is not None else None,
+                    timings={"features": per_image_ms}, providers=providers)
             results.append(made[None] if heads is None else made)
         return results
 
@@ -400,41 +425,33 @@ class OVSegmenter:
         return text.to(device, torch.float32)
 
     @torch.no_grad()
-    def canvas_logits(self, feats: ImageFeatures, vocabulary: Union[EncodedVocabulary, torch.Tensor]) -> torch.Tensor:
+    def canvas_logits(self, feats: ImageContext, vocabulary: Union[EncodedVocabulary, torch.Tensor]) -> torch.Tensor:
         """Cosine logits ``[Q, h, w]`` at the model's resolution: the windows stitched on the
-        resized image, or the patch grid of a whole-image pass."""
-        text = self._text(vocabulary, feats.features.device)
-        win = torch.einsum("ndhw,qd->nqhw", feats.features, text)
-        if feats.whole:
-            return win[0]
-        y1, y2, x1, x2 = feats.boxes[0]
-        left, _, top, _ = feats.pad
-        win = F.interpolate(win, size=feats.window_size, mode="bilinear", align_corners=False)
-        if any(feats.pad):
-            win = win[:, :, top:top + y2 - y1, left:left + x2 - x1]
-        return stitch(win, feats.boxes, feats.resized_size)
+        resized image, or the patch grid of a whole-image pass (:meth:`ImageContext.canvas_logits`)."""
+        return feats.canvas_logits(self._text(vocabulary, feats.device))
 
     @torch.no_grad()
-    def query_logits(self, feats: ImageFeatures, vocabulary: Union[EncodedVocabulary, torch.Tensor, None] = None,
+    def query_logits(self, feats: ImageContext, vocabulary: Union[EncodedVocabulary, torch.Tensor, None] = None,
                      resolution: str = "input") -> torch.Tensor:
         """Cosine logits ``[Q, H, W]`` before refiners, at the input size (or the model's).
 
         The whole map at once: meant for inspection and small images; ``predict`` works in bands.
         """
-        vocabulary = self._resolve_vocabulary(None) if vocabulary is None else vocabulary
+        vocabulary = self.resolve_vocabulary(None) if vocabulary is None else vocabulary
         size = self._output_size(feats, resolution)
         return resize_rows(self.canvas_logits(feats, vocabulary), size, 0, size[0])
 
     @staticmethod
-    def _output_size(feats: ImageFeatures, resolution: str) -> Tuple[int, int]:
+    def _output_size(feats: ImageContext, resolution: str) -> Tuple[int, int]:
         _check_resolution(resolution)
-        return tuple(feats.original_size if resolution == "input" else feats.resized_size)
+        return feats.output_size(resolution)
 
-    def _band_rows(self, num_maps: int, width: int, halo: int) -> int:
+    def _band_rows(self, num_maps: int, width: int, halo: int, refiners: Optional[Sequence[Any]] = None) -> int:
         """Output rows per band so that a band with its halo rows fits ``max_chunk_mb``: the logits,
         their probabilities and the refiners' working memory. A band is never shorter than the
         halo, so refiners repeat at most 3x their work on overlapping context rows."""
-        floats = 2 * num_maps + max([r.working_floats_per_pixel(num_maps) for r in self.refiners], default=0)
+        refiners = self.refiners if refiners is None else refiners
+        floats = 2 * num_maps + max([r.working_floats_per_pixel(num_maps) for r in refiners], default=0)
         elements = int(self.max_chunk_mb * 2**20) // 4
         return max(elements // max(1, floats * width) - 2 * halo, halo, 16)
 
@@ -442,13 +459,14 @@ class OVSegmenter:
     @torch.no_grad()
     def predict(
         self,
-        image: Union[ImageInput, ImageFeatures, Sequence[Union[ImageInput, ImageFeatures]]],
+        image: Union[ImageInput, ImageContext, Sequence[Union[ImageInput, ImageContext]]],
         vocabulary: Union[EncodedVocabulary, VocabularyInput, None] = None,
         return_scores: bool = False,
         bgr: bool = False,
         resolution: str = "input",
+        progress: Optional[ProgressCallback] = None,
     ) -> Union[SegmentationResult, List[SegmentationResult]]:
-        """Segment an image (path, PIL image, ``HxWx3`` uint8 RGB array, or ImageFeatures).
+        """Segment an image (path, PIL image, ``HxWx3`` uint8 RGB array, or ImageContext).
 
         Args:
             vocabulary: the classes for this call (an :class:`EncodedVocabulary`, or anything
@@ -456,18 +474,20 @@ class OVSegmenter:
             return_scores: also return ``(C, H, W)`` probabilities (``C*H*W*4`` bytes).
             resolution: ``"input"`` (the input image's size) or ``"model"`` (the resized
                 image the model saw; far cheaper for large photos).
+            progress: called as ``progress(rows_done, rows_total)`` after each band of output
+                rows (for a progress bar on big images; per image for a list).
 
         A list gives a list; the windows of all its images are batched together.
         """
-        encoded = self._resolve_vocabulary(vocabulary)
+        encoded = self.resolve_vocabulary(vocabulary)
         _check_resolution(resolution)
         if isinstance(image, (list, tuple)):
-            pending = [i for i, img in enumerate(image) if not isinstance(img, ImageFeatures)]
+            pending = [i for i, img in enumerate(image) if not isinstance(img, ImageContext)]
             done = dict(zip(pending, self.encode_images([image[i] for i in pending], bgr=bgr)))
             feats = [done.get(i, img) for i, img in enumerate(image)]
-            return [self._render(f, encoded, return_scores, resolution) for f in feats]
-        feats = image if isinstance(image, ImageFeatures) else self.encode_image(image, bgr=bgr)
-        return self._render(feats, encoded, return_scores, resolution)
+            return [self._render(f, encoded, return_scores, resolution, progress) for f in feats]
+        feats = image if isinstance(image, ImageContext) else self.encode_image(image, bgr=bgr)
+        return self._render(feats, encoded, return_scores, resolution, progress)
 
     @torch.no_grad()
     def predict_heads(self, image: ImageInput, heads: Sequence[Union[str, Mapping[str, Any], Head]],
@@ -479,7 +499,7 @@ class OVSegmenter:
         features run once per window batch; only the last block differs per head. Keys are
         the head names (or ``head0``, ``head1``... for Head instances).
         """
-        encoded = self._resolve_vocabulary(vocabulary)
+        encoded = self.resolve_vocabulary(vocabulary)
         built = {}
         for i, spec in enumerate(heads):
             name = spec if isinstance(spec, str) else (spec.get("type") if isinstance(spec, Mapping) else f"head{i}")
@@ -487,9 +507,18 @@ class OVSegmenter:
         per_head = self.encode_images([image], bgr=bgr, heads=built)[0]
         return {name: self._render(feats, encoded, return_scores, "input") for name, feats in per_head.items()}
 
-    def _render(self, feats: ImageFeatures, encoded: EncodedVocabulary, return_scores: bool,
-                resolution: str) -> SegmentationResult:
-        """Logits -> refiners -> decoder, band by band over the output rows."""
+    def _refined_canvas(self, feats: ImageContext, source: torch.Tensor) -> torch.Tensor:
+        """``refine_at="model"``: the refiners run once on the logits at the canvas size."""
+        size = feats.resized_size
+        logits = resize_rows(source, size, 0, size[0])
+        band = feats.band((0, size[0]), size)
+        for refiner in self.refiners:
+            logits = refiner(logits, band)
+        return logits
+
+    def _render(self, feats: ImageContext, encoded: EncodedVocabulary, return_scores: bool,
+                resolution: str, progress: Optional[ProgressCallback] = None) -> SegmentationResult:
+        """Logits -> refiners -> decoder (+ rules), band by band over the output rows."""
         encoded = encoded.to(self.device)
         vocab = encoded.vocabulary
         num_classes = vocab.num_classes
@@ -498,26 +527,32 @@ class OVSegmenter:
         t0 = time.perf_counter()
         source = self.canvas_logits(feats, encoded)
         timings["logits"] += (time.perf_counter() - t0) * 1e3
+        refiners: Sequence[Any] = self.refiners
+        if len(refiners) and self.refine_at == "model":
+            t0 = time.perf_counter()
+            source = self._refined_canvas(feats, source)
+            timings["refine"] += (time.perf_counter() - t0) * 1e3
+            refiners = ()
         size = self._output_size(feats, resolution)
         height, width = size
-        halo = sum(r.halo_rows for r in self.refiners)
-        step = self._band_rows(source.shape[0], width, halo)
+        halo = sum(r.halo_rows for r in refiners)
+        step = self._band_rows(source.shape[0], width, halo, refiners)
         bands = [(r, min(r + step, height)) for r in range(0, height, step)]
         kept: Dict[Tuple[int, int], torch.Tensor] = {}
 
         def band_probs(r0: int, r1: int) -> torch.Tensor:
             if (r0, r1) in kept:
                 return kept.pop((r0, r1))
-            a0, a1 = max(0, r0 - halo), min(height, r1 + halo)
+            band = feats.band((r0, r1), size, halo)
+            a0, a1 = band.rows
             t = time.perf_counter()
             logits = resize_rows(source, size, a0, a1)
             t1 = time.perf_counter()
-            if len(self.refiners):
-                guide = resize_rows(feats.guide, size, a0, a1)
-                for refiner in self.refiners:
-                    logits = refiner(logits, guide)
+            for refiner in refiners:
+                logits = refiner(logits, band)
             t2 = time.perf_counter()
-            probs = self.decoder.probabilities(logits[:, r0 - a0:r1 - a0], q2c, num_classes)
+            core = feats.band((r0, r1), size) if self.decoder.rules else None
+            probs = self.decoder.probabilities(logits[:, r0 - a0:r1 - a0], q2c, num_classes, core, vocab)
             timings["logits"] += (t1 - t) * 1e3
             timings["refine"] += (t2 - t1) * 1e3
             timings["decode"] += (time.perf_counter() - t2) * 1e3
@@ -542,6 +577,8 @@ class OVSegmenter:
             if scores is not None:
                 scores[:, r0:r1] = self.decoder.scores(probs).cpu().numpy()
             timings["decode"] += (time.perf_counter() - t) * 1e3
+            if progress is not None:
+                progress(r1, height)
         return SegmentationResult(label_map=label_map, class_names=list(vocab.class_names),
                                   has_background=vocab.has_background, scores=scores, path=feats.path,
                                   timings=timings)
@@ -551,3 +588,10 @@ class OVSegmenter:
                 f"preprocess={self.preprocessor}, windows={self.windows}, decode={self.decoder}, "
                 f"refiners={[type(r).__name__ for r in self.refiners]}, features={list(self.features)}, "
                 f"device={self.device}, dtype={self.dtype})")
+
+
+class _Requires:
+    """A stand-in stage that only declares provider names (for ``encode_images(requires=...)``)."""
+
+    def __init__(self, requires: Tuple[str, ...]) -> None:
+        self.requires = requires

@@ -78,14 +78,26 @@ class Preprocessor:
         mean, std = weights_normalisation(model)
         return dataclasses.replace(self, mean=tuple(self.mean or mean), std=tuple(self.std or std))
 
-    def resize(self, image: np.ndarray) -> np.ndarray:
-        """uint8 RGB ``(H, W, 3)`` -> resized uint8 RGB (bilinear, as mmcv)."""
+    def resize(self, image: np.ndarray, name: str = "image") -> np.ndarray:
+        """uint8 RGB ``(H, W, 3)`` -> resized uint8 RGB (bilinear, as mmcv).
+
+        Raises:
+            ValueError: (an :class:`~ovdense.io.ImageLoadError`) naming ``name``, for an image
+                too thin to segment (:func:`~ovdense.io.images.check_image_geometry`) or one
+                that this scale would resize to nothing.
+        """
         import cv2
 
+        from .io.images import ImageLoadError, check_image_geometry
+
+        h, w = image.shape[:2]
+        check_image_geometry(h, w, name)
         if self.scale is None:
             return image
-        h, w = image.shape[:2]
         nh, nw = rescale_size(h, w, self.scale)
+        if min(nh, nw) < 1:
+            raise ImageLoadError(f"{name}: image of {h}x{w} px (HxW) would resize to {nh}x{nw} px at scale "
+                                 f"{self.scale} (long, short): too thin for this scale; crop or pad it first")
         if (nh, nw) == (h, w):
             return image
         return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)

@@ -4,33 +4,64 @@ Every pluggable stage is a class registered under a short name and built from a 
 section ``dict(type=name, **kwargs)``; the keyword arguments go to the class's
 constructor, so an unknown key fails there (``TypeError`` naming the class and the key).
 
-=============  ===========================  ==========================================
-registry       what it holds                 built from
-=============  ===========================  ==========================================
-``HEADS``      dense heads (last CLIP block) ``head=dict(type='naclip', ...)``
-``FEATURES``   auxiliary feature providers   ``features=dict(dino=dict(type=...))``
-``REFINERS``   logit refiners                ``refiners=[dict(type='pamr', ...)]``
-``PROPOSALS``  region / instance sources     ``dict(type='connected_components')``
-=============  ===========================  ==========================================
+================  ===============================  ==============================================
+registry          what it holds                    built from
+================  ===============================  ==============================================
+``HEADS``         dense heads (last CLIP block)    ``head=dict(type='naclip', ...)``
+``FEATURES``      auxiliary feature providers      ``features=dict(dino=dict(type=...))``
+``REFINERS``      logit refiners                   ``refiners=[dict(type='pamr', ...)]``
+``DECODE_RULES``  per-pixel decoder rules          ``decode=dict(rules=[dict(type=...)])``
+``PROPOSALS``     region / instance sources        ``Detector(seg, proposals=dict(type=...))``
+``SCORERS``       region scorers (text vs region)  ``Detector(seg, scorer=dict(type=...))``
+================  ===============================  ==============================================
 
 Each registry knows the package that holds its entries (``locations``), so looking a name
 up imports that package first: adding an entry is one file plus its ``@X.register_module``
-line. mmengine's Runner can build these registries' entries as well (``scope='ovdense'``).
+line.
+
+The registries hang under mmengine's root ``MODELS`` as mmseg's do: :data:`MODELS` is
+ovdense's node there (scope ``ovdense``) and the six kind registries are its children. A
+name is unique across the kinds, so mmengine's ``MODELS.build(dict(type='ovdense.pamr'))``
+(or ``type='pamr'`` under ``default_scope='ovdense'``, as a ``Runner`` config sets it)
+builds the same class as ``build(REFINERS, 'pamr')``.
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Any, Iterable, List, Mapping
+from typing import Any, Iterable, List, Mapping, Optional
 
+from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
-HEADS = Registry("head", scope="ovdense", locations=["ovdense.heads"])
-FEATURES = Registry("feature provider", scope="ovdense", locations=["ovdense.features"])
-REFINERS = Registry("refiner", scope="ovdense", locations=["ovdense.refine"])
-PROPOSALS = Registry("proposal source", scope="ovdense", locations=["ovdense.proposals"])
 
-ALL_REGISTRIES = (HEADS, FEATURES, REFINERS, PROPOSALS)
+class _OvdenseModels(Registry):
+    """ovdense's node under mmengine's ``MODELS``: a name it does not hold itself is looked up
+    in its kind registries (names are unique across them), so mmengine can build every entry."""
+
+    def get(self, key: str) -> Optional[Any]:
+        found = super().get(key)
+        if found is not None:
+            return found
+        scope, name = self.split_scope_key(key)
+        if scope not in (None, self.scope):
+            return None
+        for child in self.children.values():
+            child.import_from_location()
+            if name in child.module_dict:
+                return child.module_dict[name]
+        return None
+
+
+MODELS = _OvdenseModels("model", parent=MMENGINE_MODELS, scope="ovdense")
+HEADS = Registry("head", parent=MODELS, scope="ovdense_heads", locations=["ovdense.heads"])
+FEATURES = Registry("feature provider", parent=MODELS, scope="ovdense_features", locations=["ovdense.features"])
+REFINERS = Registry("refiner", parent=MODELS, scope="ovdense_refiners", locations=["ovdense.refine"])
+DECODE_RULES = Registry("decode rule", parent=MODELS, scope="ovdense_rules", locations=["ovdense.rules"])
+PROPOSALS = Registry("proposal source", parent=MODELS, scope="ovdense_proposals", locations=["ovdense.proposals"])
+SCORERS = Registry("region scorer", parent=MODELS, scope="ovdense_scorers", locations=["ovdense.scorers"])
+
+ALL_REGISTRIES = (HEADS, FEATURES, REFINERS, DECODE_RULES, PROPOSALS, SCORERS)
 
 
 def names(registry: Registry) -> List[str]:

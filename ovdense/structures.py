@@ -1,18 +1,22 @@
 """The typed values that flow between stages and out of the public API.
 
 * :class:`DenseFeatures`: what a head returns (torch, on the device);
+* :class:`ImageContext`: everything known about one image after the head (the seam every
+  later stage reads), and :class:`ContextBand`, a band of its rows at the output size;
 * :class:`EncodedVocabulary`: a vocabulary with its text embeddings, passed per call;
 * :class:`SegmentationResult` and :class:`Detections`: numpy-first results.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .ops.bilinear import resize_rows
+from .ops.windows import Box, stitch
 from .text.vocabulary import Vocabulary
 
 #: Label of a pixel that no class claims: below ``background_threshold`` (or removed by the
@@ -61,6 +65,219 @@ class DenseFeatures:
             raise ValueError("DenseFeatures.cat: the parts carry different extras")
         return cls(torch.cat([p.features for p in parts]),
                     {k: torch.cat([p.extras[k] for p in parts]) for k in keys})
+
+
+@dataclass
+class ImageContext:
+    """Everything known about one image once its windows went through the head: the seam
+    between the head and every later stage (refiners, decoder rules, proposal sources,
+    region scorers). It does not depend on the vocabulary, so one context serves any
+    number of vocabularies.
+
+    Coordinates: the *model canvas* is the resized image the windows tile
+    (``resized_size``); the *output* is the input size (``original_size``) or the canvas
+    (``resolution="model"``). Window-level tensors go onto the canvas with :meth:`canvas`;
+    :meth:`band` cuts rows of the output (with a halo) for stages that work band by band.
+
+    Attributes:
+        features: ``[n_windows, D, h, w]`` L2-normalised patch features (float32) on the head's grid.
+        boxes: window boxes ``(y1, y2, x1, x2)`` on the canvas.
+        pad: ``(left, right, top, bottom)`` zero padding applied to every window.
+        resized_size: the canvas size (the model's resolution).
+        original_size: the input image's size (results are returned at this size by default).
+        whole: one whole-image pass: canvas maps stay on their own grid and go from there
+            straight to the output size (the references' ``forward_feature(img, ori_shape)``).
+        guide: ``[3, H', W']`` normalised canvas image (PAMR's guide).
+        extras: the head's per-window extras (``DenseFeatures.extras``).
+        aux: window-scope providers' per-window outputs ``[n_windows, C, h, w]``, by name.
+        image_level: image-scope providers' outputs ``[1, C, h, w]`` covering the whole
+            image, by name, filled on first use by :meth:`feature_map` (shared by every stage).
+        image: the uint8 RGB input ``(H, W, 3)`` (kept whenever the image was loaded here).
+        resized_image: the uint8 canvas image ``[3, H', W']`` (torch, on the device).
+        path: the source file, when there is one.
+        timings: milliseconds per stage so far.
+    """
+
+    features: torch.Tensor
+    boxes: List[Box]
+    pad: Tuple[int, int, int, int]
+    resized_size: Tuple[int, int]
+    original_size: Tuple[int, int]
+    whole: bool
+    guide: torch.Tensor
+    extras: Dict[str, torch.Tensor] = field(default_factory=dict)
+    aux: Dict[str, torch.Tensor] = field(default_factory=dict)
+    image_level: Dict[str, torch.Tensor] = field(default_factory=dict)
+    image: Optional[np.ndarray] = None
+    resized_image: Optional[torch.Tensor] = None
+    path: Optional[str] = None
+    timings: Dict[str, float] = field(default_factory=dict)
+    #: image-scope providers that may still be run on demand (set by the segmenter)
+    providers: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _canvases: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def window_size(self) -> Tuple[int, int]:
+        """Pixel size of every window as the backbone sees it (padding included)."""
+        y1, y2, x1, x2 = self.boxes[0]
+        left, right, top, bottom = self.pad
+        return (y2 - y1 + top + bottom, x2 - x1 + left + right)
+
+    @property
+    def device(self) -> torch.device:
+        return self.features.device
+
+    # ------------------------------------------------------------------ canvas
+    def to_canvas(self, windows: torch.Tensor) -> torch.Tensor:
+        """Window-level maps ``[n_windows, C, h, w]`` -> ``[C, H', W']`` on the canvas: each
+        window resized bilinearly to its pixel size, its padding cut, overlaps averaged (as
+        mmseg stitches logits). A whole-image pass keeps the map on its own grid ``[C, h, w]``."""
+        if self.whole:
+            return windows[0]
+        y1, y2, x1, x2 = self.boxes[0]
+        left, _, top, _ = self.pad
+        win = F.interpolate(windows.float(), size=self.window_size, mode="bilinear", align_corners=False)
+        if any(self.pad):
+            win = win[:, :, top:top + y2 - y1, left:left + x2 - x1]
+        return stitch(win, self.boxes, self.resized_size)
+
+    def canvas_logits(self, text: torch.Tensor) -> torch.Tensor:
+        """Cosine logits ``[Q, H', W']`` of the text rows ``[Q, D]`` on the canvas."""
+        win = torch.einsum("ndhw,qd->nqhw", self.features, text.to(self.device, torch.float32))
+        return self.to_canvas(win)
+
+    def map_names(self) -> List[str]:
+        """Names :meth:`canvas` accepts: the head's extras, window- and image-scope providers."""
+        return sorted(set(self.extras) | set(self.aux) | set(self.image_level) | set(self.providers))
+
+    def feature_map(self, name: str) -> torch.Tensor:
+        """The output ``[1, C, h, w]`` of image-scope provider ``name``, run once on the uint8
+        input image and cached here (every later stage shares it)."""
+        if name not in self.image_level:
+            if name not in self.providers:
+                raise KeyError(f"no image-scope provider {name!r}; this context has {self.map_names()}")
+            if self.image is None:
+                raise ValueError(f"provider {name!r} runs on the uint8 image, which this context does not hold")
+            raw = torch.from_numpy(np.ascontiguousarray(self.image)).permute(2, 0, 1)[None]
+            with torch.no_grad():
+                self.image_level[name] = self.providers[name](raw.to(self.device)).float()
+        return self.image_level[name]
+
+    def canvas(self, name: str) -> torch.Tensor:
+        """Map ``name`` in the canvas frame, computed once and cached: a head extra or a
+        window-scope provider's output stitched as :meth:`to_canvas` does (``[C, H', W']``;
+        its own grid for a whole-image pass), or an image-scope provider's output ``[C, h, w]``
+        (which covers the whole image at its own resolution). Any of them covers the image
+        exactly, so :meth:`band` resizes it to output rows the same way."""
+        if name not in self._canvases:
+            sources = [s for s in (self.extras, self.aux) if name in s]
+            if len(sources) > 1:
+                raise KeyError(f"{name!r} is both a head extra and a provider output: rename one")
+            if sources:
+                self._canvases[name] = self.to_canvas(sources[0][name])
+            else:
+                self._canvases[name] = self.feature_map(name)[0]
+        return self._canvases[name]
+
+    # ------------------------------------------------------------------ bands
+    def output_size(self, resolution: str = "input") -> Tuple[int, int]:
+        if resolution not in ("input", "model"):
+            raise ValueError(f"resolution must be 'input' or 'model', got {resolution!r}")
+        return tuple(self.original_size if resolution == "input" else self.resized_size)
+
+    def band(self, rows: Tuple[int, int], size: Tuple[int, int], halo: int = 0) -> "ContextBand":
+        """Output rows ``rows = (r0, r1)`` of an output of ``size`` with ``halo`` rows of
+        context on each side (clipped at the image's edges)."""
+        r0, r1 = rows
+        height = int(size[0])
+        return ContextBand(self, (max(0, r0 - halo), min(height, r1 + halo)), (int(size[0]), int(size[1])))
+
+    def uint8_at(self, size: Tuple[int, int]) -> torch.Tensor:
+        """The uint8 image ``[3, H, W]`` at ``size`` (the input or the canvas; others are resized)."""
+        size = (int(size[0]), int(size[1]))
+        if self.image is not None and size == tuple(self.original_size):
+            return torch.from_numpy(np.ascontiguousarray(self.image)).permute(2, 0, 1)
+        if self.resized_image is not None and size == tuple(self.resized_size):
+            return self.resized_image
+        key = f"uint8@{size}"
+        if key not in self._canvases:
+            source = self.image if self.image is not None else (
+                None if self.resized_image is None else self.resized_image.permute(1, 2, 0).cpu().numpy())
+            if source is None:
+                raise ValueError("this context holds no uint8 image")
+            import cv2
+
+            resized = cv2.resize(np.ascontiguousarray(source), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+            self._canvases[key] = torch.from_numpy(resized).permute(2, 0, 1)
+        return self._canvases[key]
+
+
+#: The name the context had before it was the seam of every stage (kept for callers).
+ImageFeatures = ImageContext
+
+
+@dataclass
+class ContextBand:
+    """Rows ``rows = (a0, a1)`` (halo included) of an :class:`ImageContext` at the output
+    ``size``: what a refiner or a decoder rule gets. Everything is computed on first use
+    and cached, so a stage pays only for what it reads.
+
+    A bare guide tensor ``[3, h, w]`` becomes a guide-only band with :meth:`coerce`
+    (refiners may be called as ``refiner(logits, guide)`` outside a segmenter).
+    """
+
+    context: Optional[ImageContext]
+    rows: Tuple[int, int]
+    size: Tuple[int, int]
+    _cache: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def coerce(cls, band: Any) -> "ContextBand":
+        if isinstance(band, ContextBand):
+            return band
+        if isinstance(band, torch.Tensor) and band.ndim == 3:
+            made = cls(None, (0, int(band.shape[-2])), (int(band.shape[-2]), int(band.shape[-1])))
+            made._cache["guide"] = band
+            return made
+        raise TypeError(f"expected a ContextBand or a [3, H, W] guide tensor, got {type(band).__name__}")
+
+    @property
+    def height(self) -> int:
+        return self.rows[1] - self.rows[0]
+
+    @property
+    def width(self) -> int:
+        return self.size[1]
+
+    def _need_context(self, what: str) -> ImageContext:
+        if self.context is None:
+            raise ValueError(f"this band carries only a guide image; {what} needs the image's context "
+                             f"(run the stage through a segmenter, or pass ImageContext.band(...))")
+        return self.context
+
+    @property
+    def guide(self) -> torch.Tensor:
+        """``[3, h, W]`` normalised image rows (the canvas guide resized to the output)."""
+        if "guide" not in self._cache:
+            self._cache["guide"] = resize_rows(self._need_context("the guide").guide, self.size, *self.rows)
+        return self._cache["guide"]
+
+    @property
+    def image(self) -> torch.Tensor:
+        """``[3, h, W]`` uint8 image rows at the output size (on the context's device)."""
+        if "image" not in self._cache:
+            ctx = self._need_context("the uint8 image")
+            self._cache["image"] = ctx.uint8_at(self.size)[:, self.rows[0]:self.rows[1]].to(ctx.device)
+        return self._cache["image"]
+
+    def map(self, name: str) -> torch.Tensor:
+        """``[C, h, W]`` float32 rows of :meth:`ImageContext.canvas` ``name`` (a head extra or a
+        provider output) resized bilinearly to the output."""
+        key = f"map:{name}"
+        if key not in self._cache:
+            self._cache[key] = resize_rows(self._need_context(f"map {name!r}").canvas(name).float(), self.size,
+                                           *self.rows)
+        return self._cache[key]
 
 
 @dataclass(frozen=True)
@@ -239,24 +456,33 @@ class Detections:
 
     Attributes:
         xyxy: ``(N, 4)`` float32 boxes ``x1, y1, x2, y2`` in pixels (``x2 = x1 + width``).
-        mask: ``(N, H, W)`` bool instance masks.
+        mask: ``(N, H, W)`` bool instance masks, or ``None`` for box-only detections.
         confidence: ``(N,)`` float32 scores.
-        class_id: ``(N,)`` int64 class indices into the vocabulary.
-        class_name: ``N`` class names.
+        class_id: ``(N,)`` int64 class indices into the vocabulary; :data:`UNLABELLED` (-1)
+            for a class-agnostic proposal that no region scorer has classified yet.
+        class_name: ``N`` class names (``""`` for class-agnostic proposals).
+        data: extra per-instance arrays with a leading ``N`` dimension (supervision's
+            ``data``), e.g. ``data["proposal_score"]`` kept by a region scorer.
     """
 
     xyxy: np.ndarray
-    mask: np.ndarray
+    mask: Optional[np.ndarray]
     confidence: np.ndarray
     class_id: np.ndarray
     class_name: List[str] = field(default_factory=list)
+    data: Dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
-        if self.xyxy.shape != (n, 4) or self.mask.ndim != 3 or len(self.mask) != n:
-            raise ValueError("xyxy must be (N, 4) and mask (N, H, W)")
+        if self.xyxy.shape != (n, 4):
+            raise ValueError(f"xyxy must be (N, 4), got {self.xyxy.shape}")
+        if self.mask is not None and (self.mask.ndim != 3 or len(self.mask) != n):
+            raise ValueError(f"mask must be (N, H, W) with N = {n} (or None), got {self.mask.shape}")
         if len(self.confidence) != n or len(self.class_id) != n or len(self.class_name) != n:
             raise ValueError("confidence, class_id and class_name need one entry per instance")
+        for key, value in self.data.items():
+            if len(value) != n:
+                raise ValueError(f"data[{key!r}] has {len(value)} entries for {n} instances")
 
     def __len__(self) -> int:
         return len(self.xyxy)
@@ -280,23 +506,34 @@ class Detections:
             elif not np.issubdtype(index.dtype, np.integer):
                 raise IndexError(f"detections are indexed by int, slice, int array or bool array, not {index.dtype}")
         names = np.asarray(self.class_name, dtype=object)[index].tolist()
-        return Detections(xyxy=self.xyxy[index], mask=self.mask[index], confidence=self.confidence[index],
-                          class_id=self.class_id[index], class_name=names)
+        return Detections(xyxy=self.xyxy[index], mask=None if self.mask is None else self.mask[index],
+                          confidence=self.confidence[index], class_id=self.class_id[index], class_name=names,
+                          data={k: np.asarray(v)[index] for k, v in self.data.items()})
 
     @classmethod
     def cat(cls, parts: Sequence["Detections"]) -> "Detections":
-        """Concatenate detections of the same image size, in order (``ValueError`` when the
-        mask sizes differ or ``parts`` is empty)."""
+        """Concatenate detections of the same image, in order (``ValueError`` when the mask
+        sizes differ, some have masks and others not, the data keys differ, or ``parts`` is
+        empty)."""
         parts = list(parts)
         if not parts:
             raise ValueError("Detections.cat needs at least one Detections")
-        sizes = {p.mask.shape[1:] for p in parts}
-        if len(sizes) != 1:
-            raise ValueError(f"Detections.cat: masks of different sizes {sorted(sizes)}")
-        return cls(xyxy=np.concatenate([p.xyxy for p in parts]), mask=np.concatenate([p.mask for p in parts]),
+        with_mask = {p.mask is not None for p in parts}
+        if len(with_mask) != 1:
+            raise ValueError("Detections.cat: some parts have masks and others do not")
+        if with_mask == {True}:
+            sizes = {p.mask.shape[1:] for p in parts}
+            if len(sizes) != 1:
+                raise ValueError(f"Detections.cat: masks of different sizes {sorted(sizes)}")
+        keys = {frozenset(p.data) for p in parts}
+        if len(keys) != 1:
+            raise ValueError("Detections.cat: the parts carry different data keys")
+        return cls(xyxy=np.concatenate([p.xyxy for p in parts]),
+                   mask=np.concatenate([p.mask for p in parts]) if with_mask == {True} else None,
                    confidence=np.concatenate([p.confidence for p in parts]),
                    class_id=np.concatenate([p.class_id for p in parts]),
-                   class_name=[n for p in parts for n in p.class_name])
+                   class_name=[n for p in parts for n in p.class_name],
+                   data={k: np.concatenate([np.asarray(p.data[k]) for p in parts]) for k in parts[0].data})
 
     @classmethod
     def empty(cls, height: int, width: int) -> "Detections":
@@ -308,3 +545,23 @@ class Detections:
             class_id=np.zeros((0,), dtype=np.int64),
             class_name=[],
         )
+
+    @classmethod
+    def from_masks(cls, masks: np.ndarray, confidence: Optional[np.ndarray] = None,
+                   class_id: Optional[np.ndarray] = None, class_names: Optional[Sequence[str]] = None,
+                   **data: np.ndarray) -> "Detections":
+        """Detections of boolean masks ``(N, H, W)``, with the tight boxes that bound them.
+
+        Without ``class_id`` the detections are class-agnostic (:data:`UNLABELLED`); names
+        come from ``class_names[class_id]``. Empty masks get a zero box.
+        """
+        from .ops.masks import mask_to_bbox
+
+        masks = np.asarray(masks, dtype=bool)
+        n = len(masks)
+        boxes = np.asarray([mask_to_bbox(m) for m in masks], dtype=np.float32).reshape(n, 4)
+        boxes[:, 2:] += boxes[:, :2]  # (x, y, w, h) -> (x1, y1, x2, y2)
+        ids = np.full(n, UNLABELLED, np.int64) if class_id is None else np.asarray(class_id, np.int64)
+        conf = np.ones(n, np.float32) if confidence is None else np.asarray(confidence, np.float32)
+        names = [class_names[i] if class_names is not None and 0 <= i < len(class_names) else "" for i in ids]
+        return cls(xyxy=boxes, mask=masks, confidence=conf, class_id=ids, class_name=names, data=dict(data))

@@ -161,7 +161,7 @@ def test_unknown_block_types_run_their_own_forward(tiny_backbone):
 
 # ---------------------------------------------------------------- OpenAI-format files by content
 GOLDEN_FILE = GOLDENS / "tiny_openai_clip.pt"
-CLIP_LOGGER = "ovdense.backbones.clip"
+CLIP_LOGGER = "ovdense.backbones"  # loading.py and weights_format.py log under it
 
 
 def _golden_state_dict():
@@ -229,7 +229,7 @@ def _openai_reference(path):
 
 
 def _warnings(caplog):
-    return [r for r in caplog.records if r.name == CLIP_LOGGER and r.levelno >= logging.WARNING]
+    return [r for r in caplog.records if r.name.startswith(CLIP_LOGGER) and r.levelno >= logging.WARNING]
 
 
 def test_openai_state_dict_with_a_model_name_builds_quick_gelu(tmp_path, caplog):
@@ -312,12 +312,12 @@ def test_golden_file_without_a_model_name_is_openai(golden_backbone):
 
 def test_known_release_hash_decides_the_activation(tmp_path, caplog, monkeypatch):
     """A file whose SHA256 is that of a QuickGELU release open_clip knows gets QuickGELU."""
-    from ovdense.backbones import clip
+    from ovdense.backbones import weights_format
 
     weights = _fp16_weights_file(tmp_path)
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    release = clip._Release("ovdense-tiny", "test_release", quick_gelu=True, openai=False)
-    monkeypatch.setattr(clip, "_known_releases", lambda: {digest[:8]: release})
+    release = weights_format._Release("ovdense-tiny", "test_release", quick_gelu=True, openai=False)
+    monkeypatch.setattr(weights_format, "_known_releases", lambda: {digest[:8]: release})
     with caplog.at_level(logging.INFO, logger=CLIP_LOGGER):
         bb = CLIPBackbone.load(_golden_architecture_config(tmp_path), str(weights))
     assert not _warnings(caplog) and bb.activation == "quick_gelu"
@@ -326,7 +326,7 @@ def test_known_release_hash_decides_the_activation(tmp_path, caplog, monkeypatch
 
 def test_release_table_reads_open_clip_urls():
     """The hashes come from open_clip's own URLs: OpenAI's files in full, GitHub releases by prefix."""
-    from ovdense.backbones.clip import _known_releases
+    from ovdense.backbones.weights_format import _known_releases
 
     table = _known_releases()
     openai_b16 = table["5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f"]
@@ -337,7 +337,7 @@ def test_release_table_reads_open_clip_urls():
 
 
 def test_ambiguous_message_names_the_quickgelu_model():
-    from ovdense.backbones.clip import _ambiguous_activation_message
+    from ovdense.backbones.weights_format import _ambiguous_activation_message
 
     message = _ambiguous_activation_message("/w/b16.pt", "ViT-B-16")
     assert "clip_model='ViT-B-16-quickgelu'" in message and "weights_format='openai'" in message

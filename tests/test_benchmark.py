@@ -9,7 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import ovdense
-from ovdense.bench import roofline
+from ovdense.bench import benchmark, roofline
 from ovdense.cli import main
 from conftest import TINY_CONFIG
 
@@ -43,6 +43,63 @@ def test_benchmark_fast_path_equals_plain_baseline(tmp_path):
     table = (out / "benchmark.md").read_text()
     assert "21 classes, 56 queries x 80 templates" in info["classes"]
     assert "| sclip | float32 | 6 |" in table and "Backbone roofline" in table and "Throughput" in table
+
+
+def test_protocols_are_the_shipped_base_configs():
+    from ovdense.config import find_config, load_config
+
+    for head in benchmark.HEADS:
+        cfg = load_config(find_config(f"_base_/{head}"))
+        proto = benchmark.protocol(head)
+        for section in ("preprocess", "windows", "decode", "refiners", "text_encoder"):
+            expected = cfg[section]
+            expected = expected.to_dict() if hasattr(expected, "to_dict") else [dict(r) for r in expected]
+            assert proto[section] == expected, (head, section)
+        assert proto["head"] == cfg.head.to_dict() and proto["pos_interp"] == cfg.backbone.pos_interp
+        assert "backbone" not in proto and "device" not in proto and "dtype" not in proto
+        assert proto is not benchmark.protocol(head)  # a new dict every time
+    assert benchmark.protocol("maskclip")["pos_interp"] == "size"
+    assert benchmark.protocol("clearclip")["windows"] == dict(crop=448, stride=224, pad_to=16)
+    assert benchmark.available_heads()[:5] == list(benchmark.HEADS)
+    voc21 = benchmark.voc21_classes()
+    assert len(voc21) == 21 and voc21[0][:2] == ["sky", "wall"] and sum(map(len, voc21)) == 56
+
+
+def test_protocols_follow_an_edited_config(tmp_path, monkeypatch):
+    """No private copy: a change to the config file is what the benchmark runs."""
+    import shutil
+
+    import ovdense.config
+
+    root = tmp_path / "configs"
+    shutil.copytree(ovdense.config.configs_dir(), root)
+    base = root / "_base_" / "sclip.py"
+    base.write_text(base.read_text().replace("short_side=336", "short_side=123"))
+    monkeypatch.setattr(ovdense.config, "configs_dir", lambda: str(root))
+    assert benchmark.protocol("sclip")["preprocess"] == dict(short_side=123)
+
+
+def test_protocols_never_change_a_shared_backbone():
+    """MaskCLIP's pos_interp='size' goes to a view of its own over the same weights; the shared
+    backbone and the other protocols keep 'scale_factor'; same templates share one text cache."""
+    torch.manual_seed(0)
+    bb = ovdense.CLIPBackbone.load(str(TINY_CONFIG), None)
+    text = {}
+    segs = {h: benchmark.build_segmenter(h, bb, torch.device("cpu"), torch.float32, text) for h in benchmark.HEADS}
+    assert bb.pos_interp == "scale_factor"
+    assert segs["maskclip"].backbone.pos_interp == "size"
+    for seg in segs.values():
+        assert seg.backbone is not bb and seg.backbone.model is bb.model  # own settings, shared weights
+    for head in ("vanilla", "sclip", "clearclip", "naclip"):
+        assert segs[head].backbone.pos_interp == "scale_factor", head
+    x = torch.randn(1, 3, 48, 80)
+    segs["maskclip"].dense_features(x)
+    assert not bb._pe_cache  # the view filled its own cache
+    again = benchmark.build_segmenter("sclip", bb, torch.device("cpu"), torch.float32, text)
+    torch.testing.assert_close(again.dense_features(x), segs["sclip"].dense_features(x))
+    assert segs["sclip"].text is segs["naclip"].text is segs["vanilla"].text
+    assert len(segs["maskclip"].text.templates) == 85 and len(segs["sclip"].text.templates) == 80
+    assert segs["naclip"].head.gaussian_std == 5.0 and segs["clearclip"].decoder.logit_scale == 50.0
 
 
 @pytest.mark.parametrize("argv", [["--batch-sizes", "0"], ["--size", "500"], ["--size", "0x10"], ["--repeats", "0"]])

@@ -165,7 +165,7 @@ def test_offline_weights_error_names_the_cli_flag(tmp_path, images, tiny_config,
     """No network: the hub is put offline for the load, so it fails at once (no minute of retries)."""
     import time
 
-    import ovdense.backbones.clip as clip
+    import ovdense.backbones.loading as clip
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(clip, "_hub_reachable", lambda *a, **k: False)  # as on a machine without network
@@ -270,3 +270,45 @@ def test_eval_semantic_on_your_own_folders_and_dataset_index_space(tmp_path, cap
          "--classes-file", str(tmp_path / "names.txt")]))
     assert "--classes-file" in _error(capsys, main(
         ["eval-semantic", "--img-dir", str(tmp_path / "img"), "--ann-dir", str(tmp_path / "ann")]))
+
+
+# ------------------------------------------------------------- long runs: sources, flags and reruns, before the model
+def test_segment_glob_and_refine_at_errors_come_before_the_model(tmp_path, images, tiny_config, capsys, no_model,
+                                                                 monkeypatch):
+    cli_main = sys.modules["ovdense.cli.main"]  # (ovdense.cli.main is also the name of the function)
+    out = tmp_path / "out"
+    assert "input folder not found: " + str(tmp_path / "nope") in _error(
+        capsys, _segment(f"{tmp_path}/nope/*.jpg", out, tiny_config))
+    assert "no images match" in _error(capsys, _segment(f"{images}/*.tif", out, tiny_config), expected_code=1)
+    monkeypatch.setattr(cli_main, "_segmenter_accepts", lambda name: False)  # an OVSegmenter without refine_at
+    assert "--refine-at" in _error(capsys, _segment(images, out, tiny_config, "--refine-at", "model"))
+    for argv in (["segment", "x", "--resolution", "half"], ["segment", "x", "--save-txt-format", "obb"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2 and capsys.readouterr().err.startswith("error: ")
+
+
+def test_eval_semantic_rerun_and_resume_mismatch_are_refused_before_the_model(tmp_path, capsys, monkeypatch):
+    """An --out holding a run: refused without --resume/--overwrite, and --resume with another config,
+    both before any model is built; --overwrite clears exactly the previous results."""
+    import ovdense.cli.evaluate as evaluate
+
+    make_layout("voc21", tmp_path / "voc", n_images=2, seed=0, size=(24, 32))
+    out = tmp_path / "o"
+    base = ["eval-semantic", "--config", "sclip_voc21", "--clip-model", str(TINY_CONFIG), "--pretrained", "none",
+            "--image-size", "32", "--templates", "simple", "--device", "cpu", "--data-root", str(tmp_path / "voc"),
+            "--out", str(out), "--quiet"]
+    assert main(base + ["--save-predictions"]) == 0
+    assert "metrics: " + str(out / "metrics.json") in capsys.readouterr().out
+    built = []
+    real_build = evaluate._build_segmenter
+    monkeypatch.setattr(evaluate, "_build_segmenter", lambda a: built.append(a) or real_build(a))
+    assert "already holds an evaluation" in _error(capsys, main(base))
+    msg = _error(capsys, main(base + ["--resume", "--threshold", "0.5"]))
+    assert "cannot resume" in msg and "decode.background_threshold" in msg
+    assert "head.type" in _error(capsys, main(base + ["--resume", "--head", "naclip"]))
+    assert "dtype" in _error(capsys, main(base + ["--resume", "--dtype", "bf16"]))
+    assert built == []  # every refusal came before the model
+    (out / "mine.txt").write_text("not a result")
+    assert main(base + ["--overwrite"]) == 0
+    assert built and (out / "mine.txt").is_file() and not (out / "preds").exists()

@@ -19,7 +19,15 @@ sys.path.insert(0, os.path.dirname(__file__))
 from fakes import FakeResult, FakeSegmenter  # noqa: E402
 
 from ovdense.datasets import category_index, paint_instances  # noqa: E402
-from ovdense.evaluation.coco import build_coco_vocabulary, evaluate_coco, run_cocoeval  # noqa: E402
+from ovdense.datasets import DatasetError  # noqa: E402
+from ovdense.evaluation.coco import (  # noqa: E402
+    CocoEvalOptions,
+    NoReadableImages,
+    build_coco_vocabulary,
+    evaluate_coco,
+    load_coco_gt,
+    run_cocoeval,
+)
 from ovdense.proposals import build_instances  # noqa: E402
 from ovdense.structures import Detections  # noqa: E402
 
@@ -238,3 +246,151 @@ def test_background_keyword_is_used_when_available(coco_dir):
     res = evaluate_coco(seg, ann_file, img_dir, progress=False, iou_types=("segm",), limit=2)
     assert seen == {"classes": ["cat", "Dog", "traffic light"], "background": "background"}
     assert res.num_images == 2 and res.metrics["segm"].AP == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------ the options object
+def test_options_object_is_frozen_checked_and_equal_to_the_legacy_keywords(coco_dir, tmp_path):
+    ann_file, img_dir = coco_dir
+    opts = CocoEvalOptions(iou_types=("segm",), limit=2, progress=False, semantic=False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.limit = 3
+    assert dataclasses.replace(opts, limit=3).limit == 3 and opts.limit == 2
+    assert CocoEvalOptions(iou_types="bbox").iou_types == ("bbox",)
+    for bad in ({"iou_types": ("keypoints",)}, {"iou_types": ()}, {"crowd": "maybe"}, {"limit": -1},
+                {"max_dets": 0}):
+        with pytest.raises(ValueError):
+            CocoEvalOptions(**bad)
+    with_options = evaluate_coco(_gt_segmenter(ann_file), ann_file, img_dir, opts)
+    with_keywords = evaluate_coco(_gt_segmenter(ann_file), ann_file, img_dir, iou_types=("segm",), limit=2,
+                                  progress=False, semantic=False)
+    on_top = evaluate_coco(_gt_segmenter(ann_file), ann_file, img_dir, CocoEvalOptions(progress=False),
+                           iou_types=("segm",), limit=2, semantic=False)
+    assert with_options.to_dict() == with_keywords.to_dict() == on_top.to_dict()
+    assert with_options.num_images == 2 and set(with_options.metrics) == {"segm"}
+    with pytest.raises(TypeError, match="min_aera"):
+        evaluate_coco(_gt_segmenter(ann_file), ann_file, img_dir, min_aera=3)
+
+
+def test_each_image_goes_through_a_detector(coco_dir, tiny_backbone):
+    """For an OVSegmenter the runner's per-image step is a Detector (proposal source + scorer):
+    with the default source it equals connected components of the image's own prediction;
+    a class-agnostic source gets the options' scorer. A test double without features still
+    works through its result, and refuses a scorer."""
+    from ovdense.evaluation import coco as coco_mod
+    from test_contracts import tiny_segmenter
+
+    import extending  # noqa: F401  (test_grid)
+
+    ann_file, img_dir = coco_dir
+    path = str(sorted(Path(img_dir).iterdir())[0])
+    seg = tiny_segmenter(tiny_backbone)
+    dets, res = coco_mod._image_detector(seg, CocoEvalOptions(strategy_options={"min_area": 2}))(path)
+    ref = build_instances(seg.predict(path, return_scores=True), min_area=2)
+    np.testing.assert_array_equal(dets.mask, ref.mask)
+    np.testing.assert_array_equal(dets.confidence, ref.confidence)
+    np.testing.assert_array_equal(res.label_map, seg.predict(path).label_map)
+    grid, _ = coco_mod._image_detector(seg, CocoEvalOptions(strategy="test_grid", scorer="mask_pooling",
+                                                                   strategy_options={"min_std": -1}))(path)
+    assert len(grid) and (grid.class_id >= 0).all() and "proposal_score" in grid.data
+    lm = np.zeros((10, 12), np.int64)
+    lm[6:9, 6:11] = 1
+
+    class Double:
+        def predict(self, image, return_scores=False):
+            return FakeResult(lm, ["background", "mug"], None, has_background=True)
+
+    dets, _ = coco_mod._image_detector(Double(), CocoEvalOptions(strategy_options={"min_area": 5}))(path)
+    assert isinstance(dets, Detections) and len(dets) == 1
+    with pytest.raises(ValueError, match="scorer"):
+        coco_mod._image_detector(Double(), CocoEvalOptions(scorer="mask_pooling"))
+
+
+# ------------------------------------------------------------------ printing (finding a)
+def test_pycocotools_stdout_is_captured_unless_verbose(coco_dir, capsys):
+    ann_file, img_dir = coco_dir
+    evaluate_coco(_gt_segmenter(ann_file), ann_file, img_dir, CocoEvalOptions())
+    out = capsys.readouterr().out
+    assert "Average Precision" not in out and "per-category" not in out
+    assert "background class: added as class 0 (synonyms: background)" in out
+    assert len(out.strip().splitlines()) <= 8, out
+    evaluate_coco(_gt_segmenter(ann_file), ann_file, img_dir, CocoEvalOptions(verbose=True))
+    out = capsys.readouterr().out
+    assert out.count("Average Precision") == 12 and "per-category bbox AP" in out and "mIoU" in out
+    evaluate_coco(_gt_segmenter(ann_file), ann_file, img_dir, CocoEvalOptions(progress=False))
+    assert capsys.readouterr().out == ""
+
+
+# ------------------------------------------------------------------ the background class (finding b)
+def test_background_class_is_recorded(coco_dir, tmp_path):
+    ann_file, img_dir = coco_dir
+    res = evaluate_coco(_gt_segmenter(ann_file), ann_file, img_dir, CocoEvalOptions(progress=False, out_dir=tmp_path))
+    assert res.background_synonyms == ["background"] and res.background_source == "default"
+    report = json.loads((tmp_path / "metrics_coco.json").read_text())
+    assert report["background"] == {"added": True, "synonyms": ["background"], "source": "default"}
+    coco = _quiet_coco(ann_file)
+    names = tmp_path / "names.txt"
+    names.write_text("background, sky\ncat\ndog\ntraffic light\n")
+    v = build_coco_vocabulary(coco, names)
+    assert v.background_synonyms == ["background", "sky"] and v.background_source == "classes_file"
+    v = build_coco_vocabulary(coco, None, background=False)
+    assert v.background_synonyms == [] and v.background_source is None
+
+
+# ------------------------------------------------------------------ annotation files (finding c)
+def test_load_coco_gt_names_the_file_and_the_problem(coco_dir, tmp_path):
+    ann_file, _ = coco_dir
+    data = json.loads(ann_file.read_text())
+    assert sorted(load_coco_gt(ann_file).getImgIds()) == [1, 2, 5, 9]
+    cases = {
+        "no_categories": ({k: v for k, v in data.items() if k != "categories"}, 'has no "categories" list'),
+        "no_annotations": ({k: v for k, v in data.items() if k != "annotations"}, 'has no "annotations" list'),
+        "no_images": ({k: v for k, v in data.items() if k != "images"}, 'has no "images" list'),
+        "no_height": ({**data, "images": [{"id": 1, "file_name": "a.jpg", "width": 3}]}, 'images[0] has no "height"'),
+    }
+    for name, (content, expected) in cases.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(content))
+        with pytest.raises(DatasetError) as err:
+            load_coco_gt(path)
+        assert str(path) in str(err.value) and expected in str(err.value)
+        assert "\n" not in str(err.value)
+    (tmp_path / "bad.json").write_text("{\"images\": [")
+    with pytest.raises(DatasetError, match="is not valid JSON"):
+        load_coco_gt(tmp_path / "bad.json")
+    with pytest.raises(DatasetError, match="not found"):
+        load_coco_gt(tmp_path / "missing.json")
+
+
+# ------------------------------------------------------------------ unreadable images (finding d)
+class _ReadingSegmenter(FakeSegmenter):
+    def predict(self, image, return_scores=False):
+        from ovdense.io.images import load_image
+
+        load_image(image)
+        return super().predict(image, return_scores)
+
+
+def _reading_segmenter(ann_file):
+    """Like the real model, reads each image (ImageLoadError on a corrupt file); predicts the GT."""
+    return _ReadingSegmenter(_gt_segmenter(ann_file).gt_of, num_classes=1, noise=0.0)
+
+
+def test_unreadable_image_is_skipped_and_left_out_of_the_metrics(coco_dir, tmp_path, caplog):
+    ann_file, img_dir = coco_dir
+    (img_dir / "000000000002.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    with caplog.at_level("WARNING", logger="ovdense.evaluation.coco"):
+        res = evaluate_coco(_reading_segmenter(ann_file), ann_file, img_dir,
+                            CocoEvalOptions(progress=False, out_dir=tmp_path))
+    warned = [r.getMessage() for r in caplog.records if "skipped unreadable image" in r.getMessage()]
+    assert len(warned) == 1 and "000000000002.jpg" in warned[0]
+    assert res.skipped_images == ["000000000002.jpg"] and res.num_images == 3
+    # image 2's GT does not count as missed: the other images are predicted perfectly
+    assert res.metrics["segm"].AP == pytest.approx(1.0) and res.metrics["bbox"].AP == pytest.approx(1.0)
+    report = json.loads((tmp_path / "metrics_coco.json").read_text())
+    assert report["num_skipped_images"] == 1 and report["skipped_images"] == ["000000000002.jpg"]
+    with pytest.raises(DatasetError, match="unreadable image .*000000000002.jpg"):
+        evaluate_coco(_reading_segmenter(ann_file), ann_file, img_dir, CocoEvalOptions(progress=False, strict=True))
+    for p in img_dir.iterdir():
+        p.write_bytes(b"junk")
+    with pytest.raises(NoReadableImages, match="none of the 4 images"):
+        evaluate_coco(_reading_segmenter(ann_file), ann_file, img_dir, CocoEvalOptions(progress=False))

@@ -163,3 +163,32 @@ def test_mean_and_std_follow_the_weights(tiny_backbone):
     assert other.preprocessor.mean == (127.5, 127.5, 127.5) and other.preprocessor.std == (63.75, 63.75, 63.75)
     fixed = ovdense.OVSegmenter(backbone=tiny_backbone, device="cpu", preprocess=dict(mean=(1, 2, 3), std=(4, 5, 6)))
     assert fixed.preprocessor.mean == (1, 2, 3)
+
+
+OFFICIAL_REPOS = {"maskclip": "https://github.com/chongzhou96/MaskCLIP", "sclip": "https://github.com/wangf3014/SCLIP",
+                  "clearclip": "https://github.com/mc-lan/ClearCLIP", "naclip": "https://github.com/sinahmr/NACLIP",
+                  "vanilla": "https://github.com/wangf3014/SCLIP"}
+
+
+def test_configs_refer_to_nothing_outside_the_repository():
+    """The configs are self-contained: no absolute paths of the development machine, no
+    document the package does not ship."""
+    files = [p for p in CONFIGS.rglob("*") if p.is_file() and p.suffix in (".py", ".md", ".txt")]
+    assert files
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        for banned in ("/work/", "shared/", "methods.md"):
+            assert banned not in text, f"{_rel(path)} mentions {banned!r}"
+
+
+@pytest.mark.parametrize("path", LEAVES + BASES, ids=_rel)
+def test_every_config_names_its_paper_and_official_repository(path):
+    head = path.stem if path.parent.name == "_base_" else path.parent.name
+    header = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    header = "\n".join(header)
+    assert OFFICIAL_REPOS[head] in header, _rel(path)
+    assert "ECCV 2022" in header or "ECCV 2024" in header or "WACV 2025" in header, _rel(path)

@@ -1,7 +1,11 @@
 """Contracts every registered stage keeps, parametrised over the registries so they grow with them.
 
-A new head, feature provider, refiner or proposal source is covered here as soon as it is
-registered; one that needs constructor arguments to be small adds a line to ``TINY``.
+A new head, feature provider, refiner, decoder rule, proposal source or region scorer is
+covered here as soon as it is registered; one that needs constructor arguments to be small
+adds a line to ``TINY``. The contracts are stated, not today's implementations: every stage
+is exercised through the :class:`~ovdense.structures.ImageContext` it gets in a segmenter.
+The README "Extending" exercises (``tests/extending``) are registered first, so they are
+held to the same contracts.
 """
 from __future__ import annotations
 
@@ -9,52 +13,101 @@ import numpy as np
 import pytest
 import torch
 
+import extending  # noqa: F401  (registers the README "Extending" exercises)
 import ovdense
-from ovdense.registry import FEATURES, HEADS, PROPOSALS, REFINERS, build, names
-from ovdense.structures import DenseFeatures
 from ovdense.heads.base import Head
+from ovdense.registry import DECODE_RULES, FEATURES, HEADS, PROPOSALS, REFINERS, SCORERS, build, names
+from ovdense.structures import UNLABELLED, DenseFeatures
 
 #: Small constructor arguments per registered name (tests only).
 TINY = {
     "timm_vit": dict(model_name="vit_small_patch16_224", model_kwargs=dict(depth=2, embed_dim=48, num_heads=2)),
     "pamr": dict(steps=3, dilations=(1, 3)),
+    "test_dino_affinity": dict(steps=2, dilation=3),
 }
-PROVIDER_FOR_TESTS = dict(type="timm_vit", **TINY["timm_vit"])
+#: The tiny providers heads and other stages are tested with: CLIP's patch 16 and DINO's patch 8.
+TEST_PROVIDERS = {
+    16: dict(type="timm_vit", **TINY["timm_vit"]),
+    8: dict(type="timm_vit", model_name="vit_small_patch8_224",
+            model_kwargs=dict(depth=2, embed_dim=32, num_heads=2)),
+}
+PROVIDER_FOR_TESTS = TEST_PROVIDERS[16]
 
 
 def tiny(registry, name):
     return build(registry, dict(type=name, **TINY.get(name, {})))
 
 
-def _aux_for(head, raw):
+def providers_for(*stages, patch=16):
+    """The configured providers (``features=``) the stages require, all built from the tiny
+    test provider of ``patch`` (8 or 16)."""
+    wanted = sorted({n for s in stages for n in getattr(s, "requires", ())})
+    return {n: dict(TEST_PROVIDERS[patch]) for n in wanted}
+
+
+def _aux_for(head, raw, patch=16):
     """Auxiliary features a head requires, from the test provider."""
     torch.manual_seed(0)
-    provider = build(FEATURES, PROVIDER_FOR_TESTS).eval()
-    return {n: provider(raw) for n in head.requires}
+    return {n: build(FEATURES, spec).eval()(raw) for n, spec in providers_for(head, patch=patch).items()}
+
+
+def check_head_output(head, backbone, out, window_size, providers):
+    """What every head's output must be: DenseFeatures on the grid the head declares, float32,
+    unit-norm features, and extras with a leading batch dimension."""
+    grid = head.output_grid(window_size, backbone, providers)
+    assert isinstance(out, DenseFeatures)
+    assert out.grid == tuple(grid), f"{type(head).__name__} returned grid {out.grid}, declares {grid}"
+    assert out.features.shape[1] == backbone.embed_dim and out.features.dtype == torch.float32
+    torch.testing.assert_close(out.features.norm(dim=1), torch.ones(len(out), *grid), atol=1e-5, rtol=0)
+    assert set(out.extras) == set(head.extras), "extras must be the ones the head declares"
+    for key, value in out.extras.items():
+        assert value.shape[0] == len(out), f"extra {key!r} needs a leading batch dimension"
+
+
+def tiny_segmenter(backbone, head="maskclip", features=None, **kwargs):
+    """A CPU segmenter on the tiny CLIP: no resize, 32 px windows at stride 16, 4 random classes."""
+    kwargs = {"preprocess": dict(short_side=None), "windows": dict(crop=32, stride=16), **kwargs}
+    seg = ovdense.OVSegmenter(backbone=backbone, head=head, features=features or {}, device="cpu",
+                              text_encoder=dict(cache_dir=""), **kwargs)
+    torch.manual_seed(1)
+    seg.set_classes(["bg", "a", "b", "c"], embeddings=torch.randn(4, backbone.embed_dim))
+    return seg
+
+
+def context_of(seg, shape=(70, 40), seed=0):
+    """An ImageContext of a random image whose left third is flat (a region of constant colour)."""
+    image = np.random.default_rng(seed).integers(0, 256, shape + (3,), dtype=np.uint8)
+    image[:, : shape[1] // 3] = (30, 120, 60)
+    return seg.encode_image(image)
 
 
 # ---------------------------------------------------------------------------------- heads
-@pytest.mark.parametrize("name", names(HEADS))
-def test_head_contract(name, tiny_backbone):
-    """DenseFeatures on the patch grid, normalised, batch 2 == two batch 1, non-square grid,
-    finite in bf16."""
+def _head_cases():
+    """Every head; heads that read providers once with each tiny provider (patch 16 and 8)."""
+    for name in names(HEADS):
+        patches = (16, 8) if tiny(HEADS, name).requires else (16,)
+        for patch in patches:
+            yield pytest.param(name, patch, id=f"{name}-p{patch}")
+
+
+@pytest.mark.parametrize("name, patch", list(_head_cases()))
+def test_head_contract(name, patch, tiny_backbone):
+    """DenseFeatures on the grid the head declares, normalised, batch 2 == two batch 1,
+    non-square grid, finite in bf16."""
     head = tiny(HEADS, name).eval()
     torch.manual_seed(0)
-    crops = torch.randn(2, 3, 48, 80)  # 3 x 5 patches
+    crops = torch.randn(2, 3, 48, 80)  # 3 x 5 CLIP patches, 6 x 10 patch-8 cells
     raw = torch.randint(0, 256, (2, 3, 48, 80), dtype=torch.uint8)
-    aux = _aux_for(head, raw)
+    aux = _aux_for(head, raw, patch)
+    providers = {n: build(FEATURES, spec) for n, spec in providers_for(head, patch=patch).items()}
     with torch.no_grad():
         view = tiny_backbone.prefix(crops)
         out = head(view, tiny_backbone, aux)
         ones = [head(tiny_backbone.prefix(crops[i:i + 1]), tiny_backbone, {k: v[i:i + 1] for k, v in aux.items()})
                 for i in range(2)]
-    assert isinstance(out, DenseFeatures)
-    assert out.features.shape == (2, tiny_backbone.embed_dim, 3, 5) and out.grid == (3, 5)
-    assert out.features.dtype == torch.float32
-    torch.testing.assert_close(out.features.norm(dim=1), torch.ones(2, 3, 5), atol=1e-5, rtol=0)
+    check_head_output(head, tiny_backbone, out, (48, 80), providers)
+    assert len(out) == 2
     torch.testing.assert_close(out.features, DenseFeatures.cat(ones).features, atol=1e-5, rtol=1e-5)
-    for key, value in out.extras.items():
-        assert value.shape[0] == 2, f"extra {key!r} needs a leading batch dimension"
 
     import copy
 
@@ -63,6 +116,52 @@ def test_head_contract(name, tiny_backbone):
         half = head(low.prefix(crops.to(torch.bfloat16)), low, aux).features
     assert torch.isfinite(half).all()
     assert (half * out.features).sum(1).min() > 0.9  # bf16 stays close to fp32
+
+
+class _ProviderGridHead(Head):
+    """A DINO-fed head whose features live on the provider's grid (patch 8 here)."""
+
+    requires = ("dino",)
+
+    def __init__(self, declare_provider_grid=True):
+        super().__init__()
+        self.declare_provider_grid = declare_provider_grid
+
+    def output_grid(self, window_size, backbone, providers=None):
+        if not self.declare_provider_grid:
+            return super().output_grid(window_size, backbone, providers)
+        ph, pw = providers["dino"].patch_size
+        return window_size[0] // ph, window_size[1] // pw
+
+    def forward(self, view, backbone, aux=None):
+        clip = super().forward(view, backbone, aux).features
+        grid = aux["dino"].shape[-2:]
+        up = torch.nn.functional.interpolate(clip, size=grid, mode="bilinear", align_corners=False)
+        return DenseFeatures(torch.nn.functional.normalize(up, dim=1))
+
+    def mix(self, view, aux=None):
+        return view.v
+
+
+def test_head_grid_contract_holds_a_provider_grid_head_and_catches_a_wrong_declaration(tiny_backbone):
+    """With the patch-8 provider a head may return the provider's grid if it declares it; the
+    same head declaring CLIP's grid fails the contract check (so the check is not vacuous)."""
+    raw = torch.randint(0, 256, (2, 3, 48, 80), dtype=torch.uint8)
+    crops = torch.randn(2, 3, 48, 80)
+    for declares, ok in ((True, True), (False, False)):
+        head = _ProviderGridHead(declares).eval()
+        providers = {n: build(FEATURES, spec) for n, spec in providers_for(head, patch=8).items()}
+        with torch.no_grad():
+            out = head(tiny_backbone.prefix(crops), tiny_backbone, {"dino": providers["dino"](raw)})
+        assert out.grid == (6, 10)
+        if ok:
+            check_head_output(head, tiny_backbone, out, (48, 80), providers)
+        else:
+            with pytest.raises(AssertionError, match="declares"):
+                check_head_output(head, tiny_backbone, out, (48, 80), providers)
+    seg = tiny_segmenter(tiny_backbone, head=_ProviderGridHead(), features=providers_for(_ProviderGridHead(), patch=8))
+    res = seg.predict(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    assert res.label_map.shape == (40, 56)
 
 
 def test_head_needing_a_provider_gets_uint8_windows_once(tiny_backbone):
@@ -145,24 +244,48 @@ def test_timm_vit_normalises_itself_and_reads_local_weights(tmp_path):
 
 # ---------------------------------------------------------------------------------- refiners
 @pytest.mark.parametrize("name", names(REFINERS))
-def test_refiner_contract(name):
-    """Shape kept, constants stay constant, and a band refined with ``halo_rows`` of context
-    equals the same rows of the whole image (what banded full-resolution output relies on)."""
+def test_refiner_contract(name, tiny_backbone):
+    """Run through the context a segmenter gives it: shape kept, constants stay constant, and a
+    band refined with ``halo_rows`` of context equals the same rows of the whole image (what
+    banded full-resolution output relies on); a bare guide tensor is accepted for refiners
+    that read only the guide."""
     refiner = tiny(REFINERS, name).eval()
+    seg = tiny_segmenter(tiny_backbone, features=providers_for(refiner), refiners=[refiner])
+    ctx = context_of(seg)
+    size = (70, 40)
     torch.manual_seed(0)
     logits = torch.randn(5, 70, 40)
-    guide = torch.randn(3, 70, 40)
     with torch.no_grad():
-        whole = refiner(logits, guide)
-        const = refiner(torch.full((2, 70, 40), 0.25), guide)
+        whole = refiner(logits, ctx.band((0, 70), size))
+        const = refiner(torch.full((2, 70, 40), 0.25), ctx.band((0, 70), size))
     assert whole.shape == logits.shape and torch.isfinite(whole).all()
     torch.testing.assert_close(const, torch.full((2, 70, 40), 0.25), atol=1e-6, rtol=0)
     halo = refiner.halo_rows
     for r0, r1 in [(0, 10), (25, 37), (60, 70)]:
-        a0, a1 = max(0, r0 - halo), min(70, r1 + halo)
+        band = ctx.band((r0, r1), size, halo)
+        a0, a1 = band.rows
+        assert (a0, a1) == (max(0, r0 - halo), min(70, r1 + halo))
         with torch.no_grad():
-            band = refiner(logits[:, a0:a1], guide[:, a0:a1])[:, r0 - a0:r1 - a0]
-        torch.testing.assert_close(band, whole[:, r0:r1], atol=1e-6, rtol=0)
+            out = refiner(logits[:, a0:a1], band)[:, r0 - a0:r1 - a0]
+        torch.testing.assert_close(out, whole[:, r0:r1], atol=1e-6, rtol=0)
+    if not refiner.requires:
+        guide = ctx.band((0, 70), size).guide
+        torch.testing.assert_close(refiner(logits, guide), whole, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", names(REFINERS))
+def test_segmenter_output_with_each_refiner_is_the_same_in_bands(name, tiny_backbone):
+    """The whole chain, banded (tiny ``max_chunk_mb``) vs one band: identical labels."""
+    refiner_spec = dict(type=name, **TINY.get(name, {}))
+    probe = tiny(REFINERS, name)
+    image = np.random.default_rng(3).integers(0, 256, (90, 50, 3), dtype=np.uint8)
+    labels = []
+    for chunk in (512, 0.02):
+        seg = tiny_segmenter(tiny_backbone, features=providers_for(probe), refiners=[refiner_spec],
+                             max_chunk_mb=chunk)
+        labels.append(seg.predict(image, return_scores=True))
+    np.testing.assert_array_equal(labels[0].label_map, labels[1].label_map)
+    np.testing.assert_allclose(labels[0].scores, labels[1].scores, atol=1e-6, rtol=0)
 
 
 def test_pamr_band_without_its_halo_differs():
@@ -175,34 +298,135 @@ def test_pamr_band_without_its_halo_differs():
     assert (band[:, 5:25] - whole[:, 25:45]).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("name", names(DECODE_RULES))
+def test_decode_rule_contract(name, tiny_backbone):
+    """A rule keeps the probabilities' shape, is local (a band's rows equal the whole map's),
+    and the segmenter's banded output with the rule equals a single band's."""
+    rule = tiny(DECODE_RULES, name)
+    head = _ExtraHead()
+    seg = tiny_segmenter(tiny_backbone, head=head, features={n: dict(PROVIDER_FOR_TESTS) for n in rule.requires
+                                                              if n not in head.extras},
+                         decode=dict(rules=[dict(type=name, **TINY.get(name, {}))]))
+    ctx = context_of(seg)
+    vocab = seg.encoded_vocabulary.vocabulary
+    probs = torch.rand(4, 70, 40)
+    whole = rule(probs, ctx.band((0, 70), (70, 40)), vocab)
+    assert whole.shape == probs.shape and torch.isfinite(whole).all()
+    for r0, r1 in [(0, 9), (30, 52)]:
+        torch.testing.assert_close(rule(probs[:, r0:r1], ctx.band((r0, r1), (70, 40)), vocab), whole[:, r0:r1],
+                                   atol=1e-6, rtol=0)
+    image = np.random.default_rng(5).integers(0, 256, (80, 48, 3), dtype=np.uint8)
+    one = seg.predict(image)
+    seg.max_chunk_mb = 0.01
+    np.testing.assert_array_equal(seg.predict(image).label_map, one.label_map)
+
+
+class _ExtraHead(Head):
+    """MaskCLIP's mixing with a per-window ``background`` extra map (the first feature
+    channel's sign), for rules that read a head's extra."""
+
+    extras = ("background",)
+    keep_residual = False
+    keep_ffn = False
+
+    def mix(self, view, aux=None):
+        return view.v
+
+    def forward(self, view, backbone, aux=None):
+        dense = super().forward(view, backbone, aux)
+        return DenseFeatures(dense.features, {"background": (dense.features[:, :1] > 0).float()})
+
+
 # ---------------------------------------------------------------------------------- proposal sources
 def _result(has_background):
+    """A semantic result over the classes of :func:`_vocabulary` (background first if any)."""
+    names = (["bg"] if has_background else []) + ["a", "b", "c"]
     rng = np.random.default_rng(0)
-    label = rng.integers(-1 if not has_background else 0, 4, (30, 40))
-    label[5:15, 5:20] = 2
-    scores = rng.random((4, 30, 40)).astype(np.float32)
-    return ovdense.SegmentationResult(label_map=label, class_names=["bg", "a", "b", "c"],
-                                      has_background=has_background, scores=scores)
+    label = rng.integers(0 if has_background else -1, len(names), (30, 40))
+    label[5:15, 5:20] = len(names) - 2
+    scores = rng.random((len(names), 30, 40)).astype(np.float32)
+    return ovdense.SegmentationResult(label_map=label, class_names=names, has_background=has_background,
+                                      scores=scores)
+
+
+def _vocabulary(seg, has_background):
+    torch.manual_seed(2)
+    return seg.encode_vocabulary(["a", "b", "c"], background="bg" if has_background else None,
+                                 embeddings=torch.randn(4 if has_background else 3, seg.backbone.embed_dim))
+
+
+def check_detections(dets, size, vocab):
+    """Masks inside the image and non-empty, boxes that bound them exactly, class ids in the
+    vocabulary (or UNLABELLED), names that match, confidences in [0, 1], no background class."""
+    assert dets.mask is not None and dets.mask.shape[1:] == size and dets.mask.dtype == bool
+    for mask, box, cls, name, conf in zip(dets.mask, dets.xyxy, dets.class_id, dets.class_name, dets.confidence):
+        assert mask.any()
+        ys, xs = np.nonzero(mask)
+        np.testing.assert_array_equal(box, [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+        assert cls == UNLABELLED or 0 <= cls < vocab.vocabulary.num_classes
+        assert name == ("" if cls == UNLABELLED else vocab.class_names[cls])
+        assert 0.0 <= conf <= 1.0
+    if vocab.has_background:
+        assert 0 not in dets.class_id.tolist(), "the background class is never a detection"
+
+
+def _proposal_inputs(name, has_background, backbone):
+    """The source ``name``, a segmenter with the providers it needs, a 30 x 40 image's context,
+    a vocabulary and (for sources that read one) a semantic result over it."""
+    source = tiny(PROPOSALS, name)
+    seg = tiny_segmenter(backbone, features=providers_for(source))
+    result = _result(has_background) if source.needs_result else None
+    return source, seg, context_of(seg, shape=(30, 40)), _vocabulary(seg, has_background), result
 
 
 @pytest.mark.parametrize("name", names(PROPOSALS))
 @pytest.mark.parametrize("has_background", [True, False])
-def test_proposal_source_contract(name, has_background):
-    """Masks lie inside their class, boxes bound their masks exactly, unlabelled pixels and the
-    background class (only when the result has one) give no instance; empty in, empty out."""
-    source = tiny(PROPOSALS, name)
-    res = _result(has_background)
-    dets = source(res)
-    assert dets.mask.shape[1:] == res.label_map.shape and len(dets) > 0
-    assert (0 in dets.class_id.tolist()) == (not has_background)
-    for mask, box, cls, conf in zip(dets.mask, dets.xyxy, dets.class_id, dets.confidence):
-        assert mask.any() and np.all(res.label_map[mask] == cls)
-        ys, xs = np.nonzero(mask)
-        np.testing.assert_array_equal(box, [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-        assert 0.0 <= conf <= 1.0
+def test_proposal_source_contract(name, has_background, tiny_backbone):
+    """``source(context, vocabulary, result)``: detections at the image's size that keep
+    :func:`check_detections`; a semantic result is passed only to sources that need one."""
+    source, seg, ctx, vocab, result = _proposal_inputs(name, has_background, tiny_backbone)
+    dets = source(ctx, vocab, result)
+    assert len(dets) > 0
+    check_detections(dets, (30, 40), vocab)
+
+
+@pytest.mark.parametrize("scorer", names(SCORERS))
+@pytest.mark.parametrize("name", names(PROPOSALS))
+@pytest.mark.parametrize("has_background", [True, False])
+def test_region_scorer_contract(scorer, name, has_background, tiny_backbone):
+    """A scorer classifies any source's proposals: every kept detection has a class of the
+    vocabulary (never the background), its mask and box unchanged; the Detector runs the
+    same chain end to end."""
+    source, seg, ctx, vocab, result = _proposal_inputs(name, has_background, tiny_backbone)
+    proposals = source(ctx, vocab, result)
+    scored = tiny(SCORERS, scorer)(proposals, ctx, vocab, result)
+    check_detections(scored, (30, 40), vocab)
+    assert (scored.class_id >= 0).all() and len(scored) <= len(proposals)
+    originals = {m.tobytes(): box.tolist() for m, box in zip(proposals.mask, proposals.xyxy)}
+    for m, box in zip(scored.mask, scored.xyxy):
+        assert originals[m.tobytes()] == box.tolist()
+    dets = ovdense.Detector(seg, proposals=dict(type=name, **TINY.get(name, {})), scorer=scorer).detect(
+        ctx.image, vocabulary=vocab)
+    check_detections(dets, (30, 40), vocab)
+    none = tiny(SCORERS, scorer)(proposals[:0], ctx, vocab, result)
+    assert len(none) == 0 and none.mask.shape == (0, 30, 40)
+
+
+def test_connected_components_masks_lie_in_their_class():
+    """Connected components of the label map: each mask inside its class; unlabelled pixels and
+    the background class (only when the result has one) give no instance; empty in, empty out."""
+    source = tiny(PROPOSALS, "connected_components")
+    for has_background in (True, False):
+        res = _result(has_background)
+        dets = source(None, None, res)
+        assert (0 in dets.class_id.tolist()) == (not has_background)
+        for mask, cls in zip(dets.mask, dets.class_id):
+            assert np.all(res.label_map[mask] == cls)
     empty = ovdense.SegmentationResult(label_map=np.full((6, 7), -1), class_names=["a"], has_background=False)
-    none = source(empty)
+    none = source(None, None, empty)
     assert len(none) == 0 and none.mask.shape == (0, 6, 7) and none.xyxy.shape == (0, 4)
+    with pytest.raises(ValueError, match="result"):
+        source(None, None, None)
 
 
 # ---------------------------------------------------------------------------------- registry errors
@@ -260,3 +484,24 @@ def test_band_height_counts_refiner_memory_and_never_drops_below_the_halo(tiny_b
     assert seg._band_rows(20, 4000, halo=160) == 160                    # the halo floor
     plain = ovdense.OVSegmenter(backbone=tiny_backbone, device="cpu", max_chunk_mb=64)
     assert plain._band_rows(20, 1000, halo=0) == 64 * 2**20 // 4 // (40 * 1000)
+
+
+def test_registries_hang_under_mmengine_models_and_names_are_unique():
+    """mmengine's MODELS builds every entry (``ovdense.<name>``, or a bare name under
+    ``default_scope='ovdense'``, as a Runner config sets it); no name is in two kinds."""
+    from mmengine.registry import MODELS, DefaultScope
+
+    from ovdense.registry import ALL_REGISTRIES, MODELS as OVDENSE_MODELS
+
+    assert OVDENSE_MODELS.parent is MODELS and MODELS.children["ovdense"] is OVDENSE_MODELS
+    refiner = MODELS.build(dict(type="ovdense.pamr", steps=2, dilations=(1,)))
+    assert type(refiner).__name__ == "PAMR" and refiner.steps == 2
+    with DefaultScope.overwrite_default_scope("ovdense"):
+        assert type(MODELS.build(dict(type="naclip"))).__name__ == "NACLIPHead"
+    assert MODELS.get("ovdense.no_such_stage") is None
+    seen = {}
+    for registry in ALL_REGISTRIES:
+        assert registry.parent is OVDENSE_MODELS
+        for name in names(registry):
+            assert name not in seen, f"{name!r} is both a {seen[name]} and a {registry.name}"
+            seen[name] = registry.name

@@ -19,7 +19,8 @@ def _same(a, b):
     assert a.class_name == b.class_name
 
 
-@pytest.mark.parametrize("index, rows", [(2, [2]), (-1, [4]), (slice(1, 4), [1, 2, 3]), (slice(None, None, -2), [4, 2, 0]),
+@pytest.mark.parametrize("index, rows", [(2, [2]), (-1, [4]), (slice(1, 4), [1, 2, 3]),
+                                         (slice(None, None, -2), [4, 2, 0]),
                                          ([3, 0, 3], [3, 0, 3]), (np.array([], dtype=int), []),
                                          (np.array([True, False, True, False, False]), [0, 2])])
 def test_index_selects_the_same_rows_of_every_field(index, rows):

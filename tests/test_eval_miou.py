@@ -167,3 +167,34 @@ def test_unlabelled_counts_merge_and_restore_from_old_state():
     assert old.unlabelled.sum() == 0 and np.array_equal(old.matrix, single.matrix)
     with pytest.raises(ValueError):
         old.add_matrix(np.zeros((4, 6), np.int64))
+
+
+def test_runner_resume_refuses_another_segmenter_config(tmp_path):
+    """evaluate_semantic(resume=True) with another config or other classes raises instead of
+    reporting the recorded run's numbers under the new config."""
+    import json
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from fakes import dataset_segmenter, make_layout
+
+    from ovdense.datasets import build_dataset
+    from ovdense.evaluation.semantic_runner import RunMismatchError, evaluate_semantic
+
+    make_layout("voc21", tmp_path / "data", n_images=3, seed=2)
+    voc = build_dataset("voc21", tmp_path / "data")
+    out = tmp_path / "out"
+    first = evaluate_semantic(dataset_segmenter(voc, noise=0.1), voc, out_dir=out, progress=False)
+    written = (out / "metrics.json").read_bytes()
+    with pytest.raises(RunMismatchError, match="noise"):
+        evaluate_semantic(dataset_segmenter(voc, noise=0.3), voc, out_dir=out, progress=False, resume=True)
+    renamed = dataset_segmenter(voc, noise=0.1)
+    renamed.class_names = [f"other{i}" for i in range(21)]
+    with pytest.raises(RunMismatchError, match="classes"):
+        evaluate_semantic(renamed, voc, out_dir=out, progress=False, resume=True)
+    assert (out / "metrics.json").read_bytes() == written
+    same = dataset_segmenter(voc, noise=0.1)
+    again = evaluate_semantic(same, voc, out_dir=out, progress=False, resume=True)
+    assert again.mIoU == first.mIoU and same.calls == []  # nothing predicted again
+    assert json.loads((out / "metrics.json").read_text())["mIoU"] == first.mIoU

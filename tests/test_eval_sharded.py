@@ -123,7 +123,8 @@ def test_eval_semantic_cli_with_a_real_segmenter(tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["eval-semantic", "--config", str(repo / "configs/sclip/sclip_voc21.py"),
                  "--clip-model", str(TINY_CONFIG), "--device", "cpu",
-                 "--cfg-options", "backbone.pretrained=None", "preprocess.short_side=64", "text_encoder.templates=simple",
+                 "--cfg-options", "backbone.pretrained=None", "preprocess.short_side=64",
+                 "text_encoder.templates=simple",
                  "--data-root", str(tmp_path / "data"), "--out", str(out), "--quiet"])
     assert code == 0
     report = json.loads((out / "metrics.json").read_text())

@@ -271,3 +271,152 @@ def test_demo_runs_offline_and_reruns(tmp_path, capsys, monkeypatch):
     (other / "preds").mkdir(parents=True)
     assert main(["demo", "--out", str(other), "--device", "cpu"]) == 2
     assert "holds another run" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ long runs: versions, quiet, big photos, globs
+def test_run_json_records_the_installed_mmengine_version(tmp_path, image_folder, tiny_config):
+    """mmengine may be installed as mmengine-lite (same module, other distribution name)."""
+    import mmengine
+
+    out = tmp_path / "out"
+    assert _run(image_folder / "rgb.jpg", out, tiny_config) == 0
+    versions = json.loads((out / "run.json").read_text())["versions"]
+    assert versions["mmengine"] == mmengine.__version__
+    assert versions["torch"] and versions["open_clip"]
+
+
+def test_quiet_silences_the_text_encoding_bar(tmp_path, image_folder, tiny_config, capsys):
+    many = ["--cfg-options", "text_encoder.batch_size=1"]  # one prompt per text batch: a bar is due
+    assert main(["segment", str(image_folder / "rgb.jpg"), "--config", tiny_config, "--classes", "cat", "dog",
+                 "bird", "car", "tree", "--out", str(tmp_path / "loud"), "--device", "cpu", *many]) == 0
+    assert "text (" in capsys.readouterr().err  # shown without --quiet
+    assert main(["segment", str(image_folder / "rgb.jpg"), "--config", tiny_config, "--classes", "cow", "hen", "pig",
+                 "ox", "fox", "--out", str(tmp_path / "quiet"), "--device", "cpu", "--quiet", *many]) == 0
+    err = capsys.readouterr().err
+    assert "text (" not in err and "it/s" not in err and "batch/s" not in err, err
+
+
+def test_resolution_model_writes_model_size_outputs_and_is_checked_at_resume(tmp_path, image_folder, tiny_config,
+                                                                             capsys):
+    out = tmp_path / "out"
+    src = image_folder / "rgb.jpg"  # 50 x 80: the config's short side 64 makes the model see 64 x 102
+    assert _run(src, out, tiny_config, "--resolution", "model") == 0
+    label = np.array(Image.open(out / "labels" / "rgb.jpg.png"))
+    assert label.shape[0] == 64 and abs(label.shape[1] - 102) <= 1
+    record = json.loads((out / "preds" / "rgb.jpg.json").read_text())
+    assert (record["height"], record["width"]) == label.shape
+    assert (out / "overlays" / "rgb.jpg.jpg").is_file()
+    run = json.loads((out / "run.json").read_text())
+    assert run["fingerprint"]["resolution"] == "model"
+    capsys.readouterr()
+    assert _run(src, out, tiny_config, "--resume") == 2  # default resolution is input: another result
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "resolution" in err, err
+    assert _run(src, out, tiny_config, "--resume", "--resolution", "model") == 0
+
+
+def test_refine_at_reaches_the_segmenter_and_is_checked_at_resume(tmp_path, image_folder, tiny_config, capsys,
+                                                                  monkeypatch):
+    import inspect
+
+    from ovdense.predictor import OVSegmenter
+
+    out = tmp_path / "out"
+    src = image_folder / "rgb.jpg"
+    if "refine_at" not in inspect.signature(OVSegmenter.__init__).parameters:
+        assert _run(src, out, tiny_config, "--refine-at", "model") == 2
+        assert "--refine-at" in capsys.readouterr().err
+        return
+    import functools
+
+    built = {}
+    real_init = OVSegmenter.__init__
+
+    @functools.wraps(real_init)  # keeps the signature the command line checks
+    def spy(self, *a, **k):
+        built.update(k)
+        real_init(self, *a, **k)
+
+    monkeypatch.setattr(OVSegmenter, "__init__", spy)
+    assert _run(src, out, tiny_config, "--pamr", "--refine-at", "model") == 0
+    assert built["refine_at"] == "model"
+    assert json.loads((out / "run.json").read_text())["config"]["refine_at"] == "model"
+    capsys.readouterr()
+    assert _run(src, out, tiny_config, "--pamr", "--resume") == 2
+    assert "refine_at" in capsys.readouterr().err
+    assert _run(src, out, tiny_config, "--pamr", "--resume", "--refine-at", "model") == 0
+    # without the flag nothing is passed (the segmenter's default); --refine-at input equals it at resume
+    built.clear()
+    assert _run(src, tmp_path / "o2", tiny_config) == 0
+    assert "refine_at" not in built
+    assert _run(src, tmp_path / "o2", tiny_config, "--resume", "--refine-at", "input") == 0
+
+
+def test_glob_and_single_file_sources(tmp_path, tiny_config, capsys):
+    src = tmp_path / "photos"
+    (src / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    for name in ("a.jpg", "b.png", "sub/c.jpg", "sub/d.jpg"):
+        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(src / name)
+    out = tmp_path / "o1"
+    assert _run(f"{src}/*.jpg", out, tiny_config) == 0  # quoted glob: this folder only
+    assert sorted(p.relative_to(out / "labels").as_posix() for p in (out / "labels").rglob("*.png")) == ["a.jpg.png"]
+    out = src / "seg"  # recursive glob; the output folder inside the source is never read
+    assert _run(f"{src}/**/*.jpg", out, tiny_config) == 0
+    assert _run(f"{src}/**/*.jpg", out, tiny_config, "--resume") == 0
+    assert sorted(p.relative_to(out / "labels").as_posix() for p in (out / "labels").rglob("*.png")) == \
+        ["a.jpg.png", "sub/c.jpg.png", "sub/d.jpg.png"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["images"] == 3 and run["skipped_existing"] == 3
+    out = tmp_path / "o3"  # one file
+    assert _run(src / "sub" / "d.jpg", out, tiny_config) == 0
+    assert [p.name for p in (out / "labels").rglob("*.png")] == ["d.jpg.png"]
+    capsys.readouterr()
+    assert _run(f"{src}/*.tif", tmp_path / "o4", tiny_config) == 1
+    assert "no images match" in capsys.readouterr().err
+
+
+class _BandedSegmenter:
+    """Wraps a segmenter; its predict takes ``progress`` and reports the rows in 4 bands."""
+
+    def __init__(self, seg):
+        self.seg = seg
+        self.vocabulary = seg.vocabulary
+        self.config = seg.config
+        self.dtype = seg.dtype
+        self.calls = []
+
+    def predict(self, image, resolution="input", progress=None):
+        self.calls.append((len(image) if isinstance(image, list) else 1, progress is not None))
+        out = self.seg.predict(image, resolution=resolution)
+        if progress is not None:
+            rows = (out[0] if isinstance(out, list) else out).label_map.shape[0]
+            for k in range(1, 5):
+                progress(min(rows, k * -(-rows // 4)), rows)
+        return out
+
+
+def test_large_images_get_a_row_progress_bar(tmp_path, tiny_config, monkeypatch, capsys):
+    from ovdense.apps import folder
+    from ovdense.predictor import OVSegmenter
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(4)
+    Image.fromarray(rng.integers(0, 255, (60, 90, 3), dtype=np.uint8)).save(src / "big.png")
+    for name in ("s1.png", "s2.png"):
+        Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(src / name)
+    seg = OVSegmenter.from_config(tiny_config, classes=["cat", "dog"], device="cpu")
+    wrapped = _BandedSegmenter(seg)
+    monkeypatch.setattr(folder, "LARGE_IMAGE_PIXELS", 60 * 90 - 1)  # big.png counts as large
+    summary = folder.segment_folder(wrapped, str(src), str(tmp_path / "out"), batch_size=4, progress=True)
+    assert summary.done == 3
+    # the large image alone, with the callback; the small ones batched together, without
+    assert sorted(wrapped.calls) == [(1, True), (2, False)]
+    err = capsys.readouterr().err
+    assert "big.png rows" in err and "/60" in err, err  # its bar, over its 60 rows
+    # progress=False (--quiet): the callback is not even passed
+    wrapped.calls.clear()
+    folder.segment_folder(wrapped, str(src), str(tmp_path / "out2"), batch_size=4, progress=False)
+    assert sorted(wrapped.calls) == [(1, False), (2, False)]
+    assert "rows" not in capsys.readouterr().err

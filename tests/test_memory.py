@@ -166,7 +166,7 @@ def test_peak_memory_of_a_12_megapixel_prediction_is_bounded():
     proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(TINY_CONFIG)], cwd=REPO, capture_output=True,
                           text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
+    line = next(out_line for out_line in proc.stdout.splitlines() if out_line.startswith("RESULT "))
     values = dict(re.findall(r"(\w+)=(\S+)", line))
     assert values["shape"] == "3000x4000" and values["dtype"] == "int64"
     assert 0 <= int(values["min"]) and int(values["max"]) < 20 and int(values["classes"]) > 1

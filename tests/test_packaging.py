@@ -117,15 +117,43 @@ def test_wheel_ships_configs_names_assets_and_licence(wheel):
     assert wheel.stat().st_size < 12 * 2**20
 
 
+def _running_site_dirs() -> list:
+    """The site-packages folders of the interpreter running the tests (a virtualenv's, the
+    system's, conda's...), in ``sys.path`` order: where torch and the other dependencies are."""
+    import site
+
+    dirs = [p for p in sys.path if os.path.basename(p.rstrip(os.sep)) in ("site-packages", "dist-packages")]
+    dirs += site.getsitepackages()
+    if site.ENABLE_USER_SITE and site.getusersitepackages():
+        dirs.append(site.getusersitepackages())
+    return [d for d in dict.fromkeys(os.path.abspath(d) for d in dirs) if os.path.isdir(d)]
+
+
+def _venv_with_running_dependencies(venv: Path) -> Path:
+    """A venv without system site packages whose ``sys.path`` ends with the running interpreter's
+    site-packages (one ``.pth`` file): the dependencies are found from any interpreter, a
+    virtualenv included (``--system-site-packages`` made inside a venv reaches the base Python's
+    site-packages, not the venv's). Those folders are added as plain path entries, so their own
+    ``.pth`` files (an editable ovdense of the checkout) are not run, and the venv's own
+    site-packages, where the wheel goes, comes first."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
+    py = venv / "bin" / "python"
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    (Path(purelib) / "_running_env_site_packages.pth").write_text("\n".join(_running_site_dirs()) + "\n")
+    return py
+
+
 @pytest.mark.slow
 def test_installed_wheel_runs_the_demo_offline_outside_the_repo(wheel, tmp_path):
-    """A fresh venv (torch etc. from the system), the wheel installed without an index, ``ovdense demo`` run
-    from a folder outside the repository: the installed package, not the checkout, does the work."""
+    """A fresh venv (torch etc. from the running interpreter's site-packages), the wheel installed
+    without an index, ``ovdense demo`` run from a folder outside the repository: the installed
+    package, not the checkout, does the work."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
-    py = venv / "bin" / "python"
-    proc = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
-                          capture_output=True, text=True, timeout=300)
+    py = _venv_with_running_dependencies(venv)
+    # the running pip installs into the venv (made without pip: no ensurepip needed)
+    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index",
+                           "-q", str(wheel)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     work = tmp_path / "elsewhere"
     work.mkdir()

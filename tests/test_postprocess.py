@@ -91,7 +91,8 @@ def test_synonym_max_and_thresholds():
     assert torch.equal(out[:, 0, 0], torch.tensor([0.1, 0.5, 0.2]))
     logits = torch.zeros(3, 2, 2)
     logits[1, 0, 0] = 1.0
-    _, labels = decode(logits, torch.tensor([0, 1, 2]), 3, logit_scale=10, background_threshold=0.5, has_background=True)
+    _, labels = decode(logits, torch.tensor([0, 1, 2]), 3, logit_scale=10, background_threshold=0.5,
+                       has_background=True)
     assert labels[0, 0] == 1 and torch.all(labels.flatten()[1:] == 0)
 
 

@@ -21,7 +21,9 @@ def test_name_file_formats_and_background(tmp_path):
     assert w.synonyms[1] == ("person", "man, woman") and not w.has_background
     x = build_vocabulary(["cat", "dog, puppy", ["car", "auto"]], background="sky, wall")
     assert x.class_names == ("sky", "cat", "dog", "car") and x.query_to_class == (0, 0, 1, 2, 2, 3, 3)
-    assert build_vocabulary("cat, dog").class_names == ("cat", "dog")
+    # one plain string is one class line, like one list element (several classes need a list)
+    assert build_vocabulary("cat, dog") == build_vocabulary(["cat, dog"]) == build_vocabulary([["cat", "dog"]])
+    assert build_vocabulary("cat, dog").class_names == ("cat",)
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         build_vocabulary(str(tmp_path / "nope.txt"))
 

@@ -44,6 +44,37 @@ def fixture_v2():
     return os.path.join(FIXTURE_DIR_V2, "synth-vit-tiny-v2.json"), os.path.join(FIXTURE_DIR_V2, "synth_clip.pt")
 
 
+# the tiny DINO fixture (tests/fixtures/synth_dino): what a stage that requires a provider reads
+FIXTURE_DIR_DINO = os.path.join(ROOT, "tests", "fixtures", "synth_dino")
+
+
+def synthetic_dino() -> dict:
+    """``features=`` spec of the tiny DINO fixture as a ``timm_vit`` provider (patch 8)."""
+    with open(os.path.join(FIXTURE_DIR_DINO, "model.json")) as fh:
+        meta = json.load(fh)
+    return dict(type="timm_vit", model_name=meta["model_name"], model_kwargs=meta["model_kwargs"],
+                weights=os.path.join(FIXTURE_DIR_DINO, meta["weights"]))
+
+
+def synthetic_providers(*stages) -> dict:
+    """A provider for every name the stages (heads, refiners, decoder rules, proposal sources;
+    built objects or registry specs) ``require``: the tiny DINO fixture for each."""
+    from ovdense.registry import DECODE_RULES, HEADS, PROPOSALS, REFINERS, SCORERS, get
+
+    wanted = set()
+    for stage in stages:
+        if isinstance(stage, (str, dict)):
+            name = stage if isinstance(stage, str) else stage["type"]
+            for registry in (HEADS, REFINERS, DECODE_RULES, PROPOSALS, SCORERS):
+                try:
+                    stage = get(registry, name)
+                    break
+                except KeyError:
+                    continue
+        wanted.update(getattr(stage, "requires", ()))
+    return {name: synthetic_dino() for name in sorted(wanted)}
+
+
 def make_world(world: str):
     from ovdense.synthetic import SyntheticWorld, WorldV2
 
@@ -56,11 +87,14 @@ def make_world(world: str):
 
 def build(head: str, config: str = CONFIG_PATH, weights: str = WEIGHTS_PATH, templates=(TEMPLATE,),
           logit_scale: float = LOGIT_SCALE, world: str = "v1", refiners=()):
+    """A CPU segmenter on the tiny CLIP fixture of ``world``; every provider the head or the
+    refiners require is the tiny DINO fixture (:func:`synthetic_providers`)."""
     import ovdense
 
     windows = dict(crop=0) if world == "v1" else dict(WINDOW_V2)
-    seg = ovdense.OVSegmenter(backbone=dict(clip_model=config, pretrained=weights, weights_format="open_clip"), head=head,
-                              preprocess=dict(short_side=None), windows=windows, refiners=list(refiners),
+    seg = ovdense.OVSegmenter(backbone=dict(clip_model=config, pretrained=weights, weights_format="open_clip"),
+                              head=head, preprocess=dict(short_side=None), windows=windows, refiners=list(refiners),
+                              features=synthetic_providers(head, *refiners),
                               decode=dict(logit_scale=logit_scale), text_encoder=dict(templates=list(templates)),
                               device="cpu")
     seg.set_classes(make_world(world).names_file_text().strip().split("\n"))
@@ -127,7 +161,8 @@ def markdown(results: Dict[str, Dict[str, float]], n: int, class_names: List[str
              + "segm AP | segm AP50 | bbox AP | bbox AP50 | " + " | ".join(class_names) + " |",
              "|---|---|---|---|---|" + ("---|" if novel else "") + "---|---|---|---|" + "---|" * len(class_names)]
     for head, r in results.items():
-        lines.append(f"| {head} | {r['mIoU']:.3f} | {r['pixel_acc']:.3f} | {r['stuff_mIoU']:.3f} | {r['things_mIoU']:.3f} | "
+        lines.append(f"| {head} | {r['mIoU']:.3f} | {r['pixel_acc']:.3f} | "
+                     f"{r['stuff_mIoU']:.3f} | {r['things_mIoU']:.3f} | "
                      + (f"{r['novel_mIoU']:.3f} | " if novel else "")
                      + f"{r['segm_AP']:.3f} | {r['segm_AP50']:.3f} | {r['bbox_AP']:.3f} | {r['bbox_AP50']:.3f} | "
                      + " | ".join(f"{x:.2f}" for x in r["per_class_iou"]) + " |")

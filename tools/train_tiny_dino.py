@@ -169,9 +169,9 @@ def patch_affinity_auc(provider, n_scenes: int = 20, start: int = 0, window: Opt
     for scene, feats in zip(scenes, all_feats):
         seg = patch_segments(scene, patch)
         assert seg.shape == feats.shape[1:], (seg.shape, feats.shape)
-        s, l = affinity_pairs(feats, seg, len(scene.stuff), rng, max_pairs, things_only)
+        s, pair_labels = affinity_pairs(feats, seg, len(scene.stuff), rng, max_pairs, things_only)
         sims.append(s)
-        labels.append(l)
+        labels.append(pair_labels)
     sims, labels = np.concatenate(sims), np.concatenate(labels)
     return dict(auc=roc_auc(sims, labels), n_pos=int(labels.sum()), n_neg=int((~labels).sum()))
 
@@ -401,7 +401,8 @@ def evaluate(weights: str, n: int, init_state: Optional[dict] = None, log=print,
                 neg = "instance vs instance" if things_only else "instance vs any other segment"
                 log(f"# affinity AUC ({name}, {n} eval scenes, {where}, {neg}): {r['auc']:.4f} "
                     f"({r['n_pos']} pos / {r['n_neg']} neg pairs)")
-                key = f"auc_{name.split(' (')[0]}_{'full' if window is None else window}{'_things' if things_only else ''}"
+                key = (f"auc_{name.split(' (')[0]}_{'full' if window is None else window}"
+                       f"{'_things' if things_only else ''}")
                 result[key] = r["auc"]
     return result
 

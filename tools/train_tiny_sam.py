@@ -406,7 +406,8 @@ def evaluate_fixture(folder, n_point=40, n_auto=20, threads=2):
            "point": eval_point_prompts(sam, n_scenes=n_point)}
     for name, kw in [("auto_sam_defaults", dict(points_per_side=32, pred_iou_thresh=0.88, stability_score_thresh=0.95)),
                      ("auto_0.86_0.92", dict(points_per_side=32, pred_iou_thresh=0.86, stability_score_thresh=0.92)),
-                     ("auto_16pts_0.86_0.92", dict(points_per_side=16, pred_iou_thresh=0.86, stability_score_thresh=0.92))]:
+                     ("auto_16pts_0.86_0.92",
+                      dict(points_per_side=16, pred_iou_thresh=0.86, stability_score_thresh=0.92))]:
         t = time.time()
         out[name] = dict(eval_automatic(sam, n_scenes=n_auto, **kw), seconds_per_image=(time.time() - t) / n_auto, **kw)
     return out
@@ -498,9 +499,9 @@ def main(argv=None):
         for kind, group in groups.items():
             if not group:
                 continue
-            l, oracle, mae, n, m = group_loss(sam, emb, group, kind, gt, input_size, orig_size, transform,
-                                              args.focal_alpha, args.focal_weight, args.loss_at)
-            loss = loss + l * (n / total_prompts)
+            kind_loss, oracle, mae, n, m = group_loss(sam, emb, group, kind, gt, input_size, orig_size, transform,
+                                                      args.focal_alpha, args.focal_weight, args.loss_at)
+            loss = loss + kind_loss * (n / total_prompts)
             if kind == "point":
                 acc["oracle"] += oracle
                 acc["n"] += n

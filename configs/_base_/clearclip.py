@@ -1,4 +1,6 @@
-# ClearCLIP (Lan et al., ECCV 2024), mc-lan/ClearCLIP: methods.md section 4.
+# ClearCLIP base protocol.
+# Paper: ClearCLIP: "ClearCLIP: Decomposing CLIP Representations for Dense Vision-Language Inference" (Lan et al., ECCV 2024).
+# Official code: https://github.com/mc-lan/ClearCLIP (protocol read at commit ad68a40).
 # Head 'clearclip' is the paper's method (q-q attention, no residual, no MLP). Note: the repo's
 # configs/base_config.py evaluates model_type='vanilla' (q-k attention); that variant is the
 # head 'clearclip_repo_default' (swap it in with head=dict(type='clearclip_repo_default')).

@@ -1,4 +1,6 @@
-# MaskCLIP (Zhou et al., ECCV 2022), chongzhou96/MaskCLIP: methods.md section 2.
+# MaskCLIP base protocol.
+# Paper: MaskCLIP: "Extract Free Dense Labels from CLIP" (Zhou, Loy and Dai, ECCV 2022).
+# Official code: https://github.com/chongzhou96/MaskCLIP (protocol read at commit 245d31f).
 # Default = the protocol of MaskCLIP's own repo (no background class; published there only for
 # VOC20, PC59 and COCO-Stuff): whole-image inference (test_cfg mode='whole'), short side 512
 # (mmcv img_scale=(2048, 512)), bicubic positional-embedding resize with size= (mmseg resize),

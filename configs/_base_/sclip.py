@@ -1,4 +1,6 @@
-# SCLIP (Wang et al., ECCV 2024), wangf3014/SCLIP: methods.md section 3.
+# SCLIP base protocol.
+# Paper: SCLIP: "SCLIP: Rethinking Self-Attention for Dense Vision-Language Inference" (Wang, Mei and Yuille, ECCV 2024).
+# Official code: https://github.com/wangf3014/SCLIP (protocol read at commit b56bd30).
 # Default protocol from SCLIP's configs/cfg_*.py and clip_segmentor.py: short side 336,
 # sliding window 224 / stride 112, no padding (the patch embedding floors), no PAMR,
 # softmax(40 * cos) over all queries. Per-dataset changes live in the leaf configs.

@@ -1,5 +1,7 @@
 # Vanilla CLIP baseline (unmodified last block, q-k attention, residual + MLP kept),
-# evaluated under the SCLIP protocol (methods.md section 3) so it is comparable with sclip/*.
+# evaluated under the SCLIP protocol (_base_/sclip.py) so it is comparable with sclip/*.
+# Protocol from SCLIP: "SCLIP: Rethinking Self-Attention for Dense Vision-Language Inference" (Wang, Mei and Yuille, ECCV 2024).
+# Official code: https://github.com/wangf3014/SCLIP.
 backbone = dict(
     clip_model='ViT-B-16',
     pretrained='openai',

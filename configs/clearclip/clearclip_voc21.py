@@ -1,5 +1,9 @@
-# ClearCLIP, ViT-B/16, VOC21: 51.8 [p] mIoU, paper (methods.md §0).
+# ClearCLIP, ViT-B/16, VOC21: 51.8 [p] mIoU, paper.
 # Source: mc-lan/ClearCLIP configs/cfg_voc21.py + clearclip_segmentor.py.
+# Paper: ClearCLIP: "ClearCLIP: Decomposing CLIP Representations for Dense Vision-Language Inference" (Lan et al., ECCV 2024).
+#   Official code: https://github.com/mc-lan/ClearCLIP.
+# Numbers: README = the official repository's README; [p] = the paper's, as quoted in third-party
+# tables; ? = recalled, unverified (see configs/README.md).
 _base_ = ['../_base_/clearclip.py']
 
 decode = dict(background_threshold=0.5)

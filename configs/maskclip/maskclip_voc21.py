@@ -1,5 +1,11 @@
-# MaskCLIP, ViT-B/16, VOC21: 43.4 [p] mIoU, MaskCLIP re-run in the SCLIP paper (methods.md §0).
+# MaskCLIP, ViT-B/16, VOC21: 43.4 [p] mIoU, MaskCLIP re-run in the SCLIP paper.
 # MaskCLIP's repo reports no VOC21 number, so this uses the SCLIP protocol (wangf3014/SCLIP configs/cfg_voc21.py).
+# Paper: MaskCLIP: "Extract Free Dense Labels from CLIP" (Zhou, Loy and Dai, ECCV 2022).
+#   Official code: https://github.com/chongzhou96/MaskCLIP.
+# [p] number and protocol: SCLIP: "SCLIP: Rethinking Self-Attention for Dense Vision-Language Inference" (Wang, Mei and Yuille, ECCV 2024).
+#   Official code: https://github.com/wangf3014/SCLIP.
+# Numbers: README = the official repository's README; [p] = the paper's, as quoted in third-party
+# tables; ? = recalled, unverified (see configs/README.md).
 _base_ = ['../_base_/maskclip.py']
 
 backbone = dict(pos_interp='scale_factor')  # SCLIP's codebase interpolates with scale_factor

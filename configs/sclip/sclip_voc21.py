@@ -1,5 +1,9 @@
-# SCLIP, ViT-B/16, VOC21: 59.1 [p] (README 59.63) mIoU (methods.md §0).
+# SCLIP, ViT-B/16, VOC21: 59.1 [p] (README 59.63) mIoU.
 # Source: wangf3014/SCLIP configs/cfg_voc21.py (+ clip_segmentor.py defaults).
+# Paper: SCLIP: "SCLIP: Rethinking Self-Attention for Dense Vision-Language Inference" (Wang, Mei and Yuille, ECCV 2024).
+#   Official code: https://github.com/wangf3014/SCLIP.
+# Numbers: README = the official repository's README; [p] = the paper's, as quoted in third-party
+# tables; ? = recalled, unverified (see configs/README.md).
 _base_ = ['../_base_/sclip.py']
 
 decode = dict(logit_scale=65.0, background_threshold=0.1, area_threshold=0.1)

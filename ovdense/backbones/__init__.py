@@ -1,3 +1,3 @@
-from .clip import BlockView, CLIPBackbone, WeightsNotFoundError
+from .clip import BlockView, CLIPBackbone, WeightsFormatError, WeightsNotFoundError
 
-__all__ = ["BlockView", "CLIPBackbone", "WeightsNotFoundError"]
+__all__ = ["BlockView", "CLIPBackbone", "WeightsFormatError", "WeightsNotFoundError"]

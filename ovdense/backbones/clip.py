@@ -9,31 +9,30 @@ heads never depend on how a given open_clip release lays out its attention:
   :class:`BlockView` of the last block's inputs (``x`` and per-head ``q, k, v``);
 * the heads combine those with the last block's own weights (``last_block``);
 * :meth:`CLIPBackbone.project` applies ``ln_post`` and ``proj``.
+
+Building the open_clip model (tags, local files, offline) is :mod:`.loading`'s job, reading
+what a local weights file is :mod:`.weights_format`'s, and explaining a file that does not
+load :mod:`.diagnose`'s.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import logging
 import math
-import os
-import zipfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Iterator, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .diagnose import WeightsFormatError
+from .loading import WeightsNotFoundError, load_open_clip_model
+from .weights_format import OPENAI_EXTRA_KEYS, WEIGHTS_FORMATS
+
+__all__ = ["BlockView", "CLIPBackbone", "OPENAI_EXTRA_KEYS", "POS_INTERP_MODES", "WEIGHTS_FORMATS",
+           "WeightsFormatError", "WeightsNotFoundError", "fused_block_forward", "supports_fused_forward"]
+
 POS_INTERP_MODES = ("scale_factor", "size")
-WEIGHTS_FORMATS = ("auto", "openai", "open_clip")
-
-logger = logging.getLogger(__name__)
-
-
-class WeightsNotFoundError(FileNotFoundError):
-    """Raised when CLIP weights are neither a local file nor obtainable offline."""
 
 
 @dataclass(frozen=True)
@@ -67,281 +66,11 @@ class BlockView:
         return self.q.shape[1]
 
 
-OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
-"""Entries of OpenAI's CLIP state dicts (TorchScript attributes) that open_clip models lack."""
-
-_CLIP_LAYOUT_KEYS = ("visual.conv1.weight", "token_embedding.weight", "positional_embedding", "text_projection")
-"""Keys of OpenAI CLIP's layout, which open_clip's built-in CLIP models share key for key."""
-
-
-def _is_torchscript(path: str) -> bool:
-    """True for a TorchScript archive, the format of OpenAI's CLIP release files."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any(name.endswith("constants.pkl") or "/code/" in name for name in zf.namelist())
-
-
-def _torch_load_lazily(path: str) -> object:
-    """``torch.load`` without reading the tensors where the file allows it (memory-mapped)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _checkpoint_keys(path: str) -> FrozenSet[str]:
-    """The state-dict keys of a checkpoint file, unwrapped as open_clip's ``load_state_dict``
-    does (a ``"state_dict"`` entry, a ``"module."`` prefix).
-
-    Only the keys are read where the format allows (safetensors header, memory-mapped zip
-    checkpoints). Empty for anything that is not a state dict loadable with
-    ``weights_only=True``: the loader that runs next reports that problem in its own words.
-    """
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors import safe_open
-
-            with safe_open(path, framework="pt") as f:
-                keys = [str(k) for k in f.keys()]
-        else:
-            ckpt = _torch_load_lazily(path)
-            if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
-                ckpt = ckpt["state_dict"]
-            keys = [k for k in ckpt if isinstance(k, str)] if isinstance(ckpt, dict) else []
-    except Exception:  # unreadable or not a plain state dict: many exception types
-        return frozenset()
-    if keys and keys[0].startswith("module"):
-        keys = [k[7:] for k in keys]
-    return frozenset(keys)
-
-
-def _sha256(path: str) -> str:
-    """Hex SHA256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class _Release:
-    """Published weights that open_clip knows by the SHA256 in their download URL."""
-
-    model: str
-    tag: str
-    quick_gelu: bool
-    openai: bool  # one of OpenAI's own files
-
-
-def _url_sha256(url: str) -> str:
-    """The SHA256 (or its prefix) a release URL carries, as open_clip's downloader reads it:
-    the full hash as the parent folder of OpenAI's files, an 8-digit prefix ending the
-    file name of open_clip's GitHub releases; empty when the URL carries none."""
-    if "openaipublic" in url:
-        digest = url.split("/")[-2]
-    elif "mlfoundations" in url:
-        digest = os.path.splitext(os.path.basename(url))[0].split("-")[-1]
-    else:
-        return ""
-    digest = digest.lower()
-    return digest if len(digest) >= 8 and all(c in "0123456789abcdef" for c in digest) else ""
-
-
-@functools.lru_cache(maxsize=1)
-def _known_releases() -> Dict[str, _Release]:
-    """open_clip's pretrained weights whose URL carries their SHA256, keyed by that hash."""
-    import open_clip
-
-    table: Dict[str, _Release] = {}
-    for model in open_clip.list_models():
-        for tag in open_clip.list_pretrained_tags_by_model(model):
-            cfg = open_clip.get_pretrained_cfg(model, tag)
-            url = cfg.get("url", "") or ""
-            digest = _url_sha256(url)
-            if digest and digest not in table:
-                table[digest] = _Release(model, tag, bool(cfg.get("quick_gelu", False)), "openaipublic" in url)
-    return table
-
-
-def _identify_release(path: str) -> Optional[_Release]:
-    """The published release whose SHA256 the file has, if open_clip knows one."""
-    releases = _known_releases()
-    if not releases:
-        return None
-    digest = _sha256(path)
-    return next((rel for prefix, rel in releases.items() if digest.startswith(prefix)), None)
-
-
 def _fingerprint(*tensors: torch.Tensor) -> str:
     h = hashlib.sha1()
     for t in tensors:
         h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def _missing_weights_message(model_name: str, pretrained: str) -> str:
-    return (
-        f"could not load CLIP weights {pretrained!r} for model {model_name!r}: it is neither a local "
-        f"file nor a tag whose weights are already in the local open_clip cache, and downloading "
-        f"failed or is disabled (offline). Supply a local file instead: on the command line "
-        f"--pretrained /path/to/{model_name}.pt, in Python pretrained='/path/to/{model_name}.pt' "
-        f"(an OpenAI state dict or TorchScript archive loads exactly like pretrained='openai'; an "
-        f"open_clip checkpoint loads with the named architecture), or run once with network access "
-        f"to fill the cache (HF_HOME sets where it lives)."
-    )
-
-
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
-    """One DNS lookup and TCP connect to the weights hub (``timeout`` seconds at most)."""
-    import socket
-
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-@contextmanager
-def _offline_unless_reachable() -> Iterator[None]:
-    """Put huggingface_hub offline for one load when the hub cannot be reached.
-
-    Cached weights still load; uncached ones fail at once instead of after about a minute of
-    retries. A user's own ``HF_HUB_OFFLINE`` setting is left alone.
-    """
-    if "HF_HUB_OFFLINE" in os.environ or _hub_reachable():
-        yield
-        return
-    import huggingface_hub.constants as hub_constants
-
-    previous = hub_constants.HF_HUB_OFFLINE
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    hub_constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        os.environ.pop("HF_HUB_OFFLINE", None)
-        hub_constants.HF_HUB_OFFLINE = previous
-
-
-@dataclass(frozen=True)
-class _WeightsFileFormat:
-    """How a local weights file is built, and why.
-
-    Attributes:
-        openai: build with ``open_clip.load_openai_model`` (architecture read from the file,
-            QuickGELU), otherwise with ``open_clip.create_model`` for the named architecture.
-        quick_gelu: QuickGELU activation (always with ``openai``).
-        reason: what decided it, for logs.
-    """
-
-    openai: bool
-    quick_gelu: bool
-    reason: str
-
-
-def _config_quick_gelu(model_name: Optional[str]) -> bool:
-    """True when the named open_clip config asks for QuickGELU (``-quickgelu`` names)."""
-    import open_clip
-
-    cfg = open_clip.get_model_config(model_name) if model_name else None
-    return bool(cfg and cfg.get("quick_gelu", False))
-
-
-def _ambiguous_activation_message(path: str, model_name: str) -> str:
-    import open_clip
-
-    quick_name = f"{model_name}-quickgelu"
-    hint = f"clip_model={quick_name!r}" if quick_name in open_clip.list_models() else "a '-quickgelu' model config"
-    return (
-        f"{path}: CLIP state dict whose keys fit both OpenAI weights (QuickGELU) and open_clip weights (GELU); "
-        f"building {model_name!r} with GELU as its open_clip config says. For OpenAI CLIP weights pass "
-        f"weights_format='openai' or {hint}; pass weights_format='open_clip' to confirm GELU and silence this."
-    )
-
-
-def _weights_file_format(path: str, model_name: Optional[str], weights_format: str) -> _WeightsFileFormat:
-    """Decide how to build a local weights file, from the file first.
-
-    With ``weights_format="auto"``, in order:
-
-    1. a TorchScript archive (OpenAI's release format), or a state dict carrying OpenAI's
-       ``input_resolution`` / ``context_length`` / ``vocab_size`` entries, is OpenAI's:
-       QuickGELU, architecture read from the file, whatever ``model_name`` says;
-    2. ``model_name`` None (or ``"openai"``) states an OpenAI-format file: the same;
-    3. a model config asking for QuickGELU (``ViT-B-16-quickgelu``) gets it;
-    4. a file without CLIP's key layout cannot be OpenAI's: the named config as is;
-    5. a file whose SHA256 is that of a release open_clip knows (the hashes in its
-       ``openai`` and GitHub-release URLs) gets that release's activation;
-    6. otherwise nothing in the file tells QuickGELU from GELU (open_clip's own GELU
-       checkpoints use OpenAI's key names): the named config's activation, GELU for the
-       plain names, with one warning that says how to force the other.
-    """
-    if weights_format == "openai":
-        return _WeightsFileFormat(True, True, "weights_format='openai'")
-    if weights_format == "open_clip":
-        return _WeightsFileFormat(False, _config_quick_gelu(model_name), "weights_format='open_clip'")
-    if _is_torchscript(path):
-        return _WeightsFileFormat(True, True, "TorchScript archive, the format of OpenAI's releases")
-    keys = _checkpoint_keys(path)
-    if keys.intersection(OPENAI_EXTRA_KEYS):
-        return _WeightsFileFormat(True, True, "state dict with OpenAI's input_resolution/context_length/vocab_size")
-    if model_name in (None, "openai"):
-        return _WeightsFileFormat(True, True, "clip_model=None: an OpenAI-format file")
-    if _config_quick_gelu(model_name):
-        return _WeightsFileFormat(False, True, f"model config {model_name!r} asks for QuickGELU")
-    if not keys.issuperset(_CLIP_LAYOUT_KEYS):
-        return _WeightsFileFormat(False, False, "not in OpenAI CLIP's key layout: the named config")
-    release = _identify_release(path)
-    if release is not None:
-        return _WeightsFileFormat(release.openai, release.quick_gelu,
-                                  f"SHA256 of the published weights {release.model}/{release.tag}")
-    logger.warning(_ambiguous_activation_message(path, model_name))
-    return _WeightsFileFormat(False, False, "undecidable from the file: the named config (GELU)")
-
-
-def _describe_image_size(size: Union[int, Tuple[int, int], list]) -> str:
-    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    return f"{h} px" if h == w else f"{h}x{w} px"
-
-
-def _model_vision_architecture(model: nn.Module) -> str:
-    """``"ViT width W, L layers, patch P, S px"`` of a built model's vision tower."""
-    v = model.visual
-    if not hasattr(v, "transformer") or not hasattr(v, "conv1"):
-        return f"non-ViT vision tower ({type(v).__name__})"
-    return (f"ViT width {v.conv1.out_channels}, {len(v.transformer.resblocks)} layers, "
-            f"patch {v.conv1.kernel_size[0]}, {_describe_image_size(v.image_size)}")
-
-
-def _config_vision_architecture(model_name: str) -> Optional[str]:
-    """The same description for an open_clip model config; None for names open_clip lacks."""
-    import open_clip
-    from open_clip.model import CLIPVisionCfg
-
-    cfg = open_clip.get_model_config(model_name)
-    if cfg is None:
-        return None
-    vision = CLIPVisionCfg(**cfg.get("vision_cfg", {}))
-    if vision.timm_model_name:
-        return f"timm vision tower {vision.timm_model_name!r}"
-    if not isinstance(vision.layers, int):
-        return f"ResNet vision tower {tuple(vision.layers)}"
-    return (f"ViT width {vision.width}, {vision.layers} layers, patch {vision.patch_size}, "
-            f"{_describe_image_size(vision.image_size)}")
-
-
-def _check_openai_architecture(path: str, model_name: str, model: nn.Module) -> None:
-    """Raise when ``model_name`` names another architecture than the OpenAI file holds."""
-    expected = _config_vision_architecture(model_name)
-    found = _model_vision_architecture(model)
-    if expected is not None and expected != found:
-        raise ValueError(
-            f"{path} holds an OpenAI-format CLIP ({found}) but clip_model={model_name!r} is a {expected}; "
-            f"pass the matching model name, or clip_model=None to take the architecture from the file"
-        )
 
 
 def _activation_name(model: nn.Module) -> str:
@@ -355,78 +84,6 @@ def _activation_name(model: nn.Module) -> str:
     if isinstance(act, nn.GELU):
         return "gelu" if act.approximate == "none" else f"gelu_{act.approximate}"
     return type(act).__name__ if act is not None else "unknown"
-
-
-def _load_local_weights(model_name: Optional[str], path: str, weights_format: str) -> Tuple[nn.Module, str]:
-    """Build a local weights file as :func:`_weights_file_format` decides."""
-    import open_clip
-
-    fmt = _weights_file_format(path, model_name, weights_format)
-    logger.info("%s: %s; %s", path, fmt.reason, "QuickGELU" if fmt.quick_gelu else "GELU")
-    if fmt.openai:
-        # Same builder as open_clip's `openai` tag: architecture read from the weights,
-        # QuickGELU, LayerNorm eps 1e-5. Like OpenAI's own `build_model` it rounds the
-        # linear/attention weights to float16 (OpenAI's releases are float16 already).
-        model = open_clip.load_openai_model(path, precision="fp32", device="cpu")
-        if model_name not in (None, "openai"):
-            _check_openai_architecture(path, model_name, model)
-        return model, model_name or os.path.basename(path)
-    if model_name is None:
-        raise ValueError("clip_model is required for an open_clip-format checkpoint")
-    model = open_clip.create_model(model_name, pretrained=path, precision="fp32", device="cpu",
-                                   force_quick_gelu=fmt.quick_gelu)
-    return model, model_name
-
-
-def _load_open_clip_model(
-    model_name: Optional[str],
-    pretrained: Optional[str],
-    weights_format: str,
-) -> Tuple[nn.Module, str]:
-    """Return ``(model, display_name)``, built in fp32 on CPU."""
-    import open_clip
-
-    if model_name is not None and model_name.endswith(".json"):
-        if not os.path.isfile(model_name):
-            raise FileNotFoundError(f"model config file not found: {model_name}")
-        open_clip.add_model_config(model_name)
-        model_name = os.path.splitext(os.path.basename(model_name))[0]
-    if model_name is not None:
-        model_name = model_name.replace("/", "-")
-
-    if pretrained is not None and os.path.isfile(pretrained):
-        return _load_local_weights(model_name, pretrained, weights_format)
-
-    if pretrained is not None and (os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))):
-        raise WeightsNotFoundError(f"CLIP weights file not found: {pretrained}")
-    if model_name is None:
-        raise ValueError("clip_model is required unless pretrained is a local OpenAI-format file")
-    if model_name not in open_clip.list_models():
-        raise ValueError(
-            f"unknown open_clip model {model_name!r}; pass a built-in name (open_clip.list_models()) "
-            f"or the path to a model-config .json"
-        )
-    if pretrained is None:
-        return open_clip.create_model(model_name, pretrained=None, precision="fp32", device="cpu"), model_name
-
-    tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
-    if not tag_cfg:
-        raise WeightsNotFoundError(
-            f"{pretrained!r} is neither a file nor a known open_clip tag for {model_name!r} "
-            f"(tags: {', '.join(open_clip.list_pretrained_tags_by_model(model_name)) or 'none'})"
-        )
-    # open_clip 3.x builds the named architecture as is and only warns when the tag was
-    # trained with QuickGELU (every `openai` tag); the reference methods load those weights
-    # through the OpenAI builder, i.e. with QuickGELU. Follow the tag.
-    quick_gelu = bool(tag_cfg.get("quick_gelu", False))
-    try:
-        with _offline_unless_reachable():
-            model = open_clip.create_model(
-                model_name, pretrained=pretrained, precision="fp32", device="cpu", force_quick_gelu=quick_gelu
-            )
-    except Exception as err:  # download failures surface as many exception types
-        raise WeightsNotFoundError(_missing_weights_message(model_name, pretrained)) from err
-    return model, model_name
 
 
 def _split_qkv(attn: nn.MultiheadAttention, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -535,7 +192,7 @@ class CLIPBackbone(nn.Module):
         """
         if weights_format not in WEIGHTS_FORMATS:
             raise ValueError(f"weights_format must be auto, openai or open_clip, got {weights_format!r}")
-        model, name = _load_open_clip_model(clip_model, pretrained, weights_format)
+        model, name = load_open_clip_model(clip_model, pretrained, weights_format)
         backbone = cls(model, pos_interp=pos_interp, name=name, pretrained=pretrained)
         return backbone.to(device=device, dtype=dtype)
 
@@ -719,5 +376,3 @@ class CLIPBackbone(nn.Module):
     def __repr__(self) -> str:  # keep printing a segmenter short
         return (f"CLIPBackbone(name={self.name!r}, pretrained={self.pretrained!r}, act={self.activation!r}, "
                 f"patch={self.patch_size}, grid={self.native_grid}, pos_interp={self.pos_interp!r})")
-
-

@@ -1,5 +1,10 @@
 """Time each head under its default protocol, against a plain reference-style baseline.
 
+The protocols are the shipped base configs (``configs/_base_/<head>.py``, read with the
+loader of ``OVSegmenter.from_config``); only the backbone weights, device, dtype and window
+batch come from the command line. Protocols share the backbone's weights, never its settings
+(MaskCLIP's ``pos_interp='size'`` is set on a view of its own).
+
 For every head and dtype:
 
 * batch-1 latency of ovdense (windows of an image in one batch, text embeddings cached) and
@@ -30,7 +35,7 @@ import re
 import sys
 import time
 from contextlib import contextmanager
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -38,28 +43,88 @@ import torch.nn.functional as F
 
 import ovdense
 from ovdense.bench import roofline
+from ovdense.config import configs_dir, find_config, list_configs, load_config, segmenter_kwargs
 from ovdense.io.writers import atomic_path, write_json
 from ovdense.ops.bilinear import resize_rows
 from ovdense.ops.windows import centred_padding, crop_windows, window_boxes
 from ovdense.refine import pamr_stacked
 from ovdense.runtime import resolve_device, resolve_dtype, synchronize
+from ovdense.text import TextEmbedder, read_name_file
 
-# Each head's default protocol (SCLIP/NACLIP/ClearCLIP/MaskCLIP papers; see configs/).
-PROTOCOLS: Dict[str, dict] = {
-    "vanilla": dict(preprocess=dict(short_side=336), windows=dict(crop=224, stride=112)),
-    "maskclip": dict(preprocess=dict(short_side=512), windows=dict(crop=0), pos_interp="size"),
-    "sclip": dict(preprocess=dict(short_side=336), windows=dict(crop=224, stride=112)),
-    "clearclip": dict(preprocess=dict(short_side=448), windows=dict(crop=448, stride=224, pad_to=16),
-                      decode=dict(logit_scale=50.0)),
-    "naclip": dict(preprocess=dict(short_side=336), windows=dict(crop=224, stride=112),
-                   refiners=[dict(type="pamr", steps=10, dilations=(8, 16))], decode=dict(renormalize=True)),
-}
-VOC21 = ["sky, wall, tree, wood, grass, road, sea, river, mountain, sands, desk, bed, building, cloud, lamp, door, "
-         "window, wardrobe, ceiling, shelf, curtain, stair, floor, hill, rail, fence", "aeroplane", "bicycle", "bird",
-         "ship", "bottle", "bus", "car", "cat", "chair", "cow", "table", "dog", "horse", "motorbike",
-         "person, person in shirt, person in jeans, person in dress, person in sweater, person in skirt, "
-         "person in jacket", "pottedplant", "sheep", "sofa", "train", "television monitor, tv monitor, monitor, "
-         "television, screen"]
+#: The heads timed by default, in table order. Each runs under its default protocol, read from
+#: the shipped config ``configs/_base_/<head>.py`` (see :func:`protocol`), not from a copy here.
+HEADS = ("vanilla", "maskclip", "sclip", "clearclip", "naclip")
+#: OVSegmenter options the benchmark sets itself, whatever the config says.
+_BENCH_OPTIONS = ("device", "dtype", "batch_size", "compile")
+
+
+def available_heads() -> List[str]:
+    """Heads with a shipped base protocol (``configs/_base_/<head>.py``), :data:`HEADS` first."""
+    shipped = [n[len("_base_/"):] for n in list_configs() if n.startswith("_base_/")]
+    return [h for h in HEADS if h in shipped] + sorted(h for h in shipped if h not in HEADS)
+
+
+def protocol(head: str) -> Dict[str, object]:
+    """The default protocol of ``head``: the OVSegmenter keyword arguments of the shipped config
+    ``configs/_base_/<head>.py``, read with :func:`ovdense.config.load_config` (the loader of
+    ``OVSegmenter.from_config``). The backbone section is replaced by its ``pos_interp`` (the
+    benchmark's backbone comes from ``--clip-model`` / ``--pretrained``), and the options the
+    benchmark sets itself (device, dtype, window batch) are dropped. A new dict on every call."""
+    cfg = load_config(find_config(f"_base_/{head}"))
+    kwargs = segmenter_kwargs(cfg)
+    backbone = dict(kwargs.pop("backbone", None) or {})
+    for option in _BENCH_OPTIONS:
+        kwargs.pop(option, None)
+    kwargs["pos_interp"] = backbone.get("pos_interp", "scale_factor")
+    return copy.deepcopy(kwargs)
+
+
+def describe_protocol(proto: Dict[str, object]) -> Dict[str, object]:
+    """``proto`` for the report: template lists are given by their length."""
+    out = copy.deepcopy(dict(proto))
+    text = dict(out.get("text_encoder") or {})
+    templates = text.get("templates")
+    if templates is not None and not isinstance(templates, str):
+        text["templates"] = f"{len(templates)} templates"
+        out["text_encoder"] = text
+    return out
+
+
+def backbone_view(backbone: ovdense.CLIPBackbone, pos_interp: str) -> ovdense.CLIPBackbone:
+    """A new backbone object with its own settings (``pos_interp``, positional-embedding cache)
+    over the same weights as ``backbone`` (not copied): one per segmenter, so that no protocol
+    changes a backbone that another protocol uses."""
+    return type(backbone)(backbone.model, pos_interp=pos_interp, name=backbone.name,
+                          pretrained=backbone.pretrained)
+
+
+def build_segmenter(head: str, backbone: ovdense.CLIPBackbone, device, dtype: torch.dtype,
+                    text: Dict[tuple, TextEmbedder], window_batch: int = 0,
+                    text_backbone: Optional[ovdense.CLIPBackbone] = None) -> ovdense.OVSegmenter:
+    """A segmenter for ``head`` under its shipped protocol (:func:`protocol`) on ``backbone``
+    (already in ``dtype``): the weights are shared, the backbone's settings are left as they
+    are. ``text`` maps template tuples to text embedders and is filled as needed, so that
+    protocols with the same templates share one in-memory cache; a new embedder encodes with
+    ``text_backbone`` (default ``backbone``)."""
+    proto = protocol(head)
+    bb = backbone_view(backbone, proto.pop("pos_interp"))
+    text_cfg = dict(proto.pop("text_encoder", None) or {})
+    seg = ovdense.OVSegmenter(backbone=bb, head=proto.pop("head", head), device=device, dtype=dtype,
+                              text_encoder=dict(text_cfg, cache_dir=""), batch_size=window_batch or 1024, **proto)
+    key = tuple(seg.text.templates)
+    if key not in text:
+        text[key] = TextEmbedder(text_backbone or backbone, **dict(text_cfg, cache_dir=""))
+    seg.text = text[key]  # shared in-memory text cache
+    return seg
+
+
+#: The class list timed: the shipped VOC21 name file (background line first), as the configs use it.
+VOC21_NAMES = "names/cls_voc21.txt"
+
+
+def voc21_classes() -> List[List[str]]:
+    """The synonym lists of ``configs/names/cls_voc21.txt`` (read once, before any timing)."""
+    return read_name_file(os.path.join(configs_dir(), VOC21_NAMES))
 
 
 @contextmanager
@@ -115,8 +180,8 @@ def plain_baseline(seg: ovdense.OVSegmenter, image: np.ndarray, classes) -> Dict
             preds = F.interpolate(logit, size=ori, mode="bilinear")[0]
             break
         logit = F.interpolate(logit, size=crop.shape[-2:], mode="bilinear")
-        l, r, t, b = pad
-        logit = logit[:, :, t:t + y2 - y1, l:l + x2 - x1]
+        left, right, top, bottom = pad
+        logit = logit[:, :, top:top + y2 - y1, left:left + x2 - x1]
         preds += F.pad(logit, (x1, w - x2, y1, h - y2))[0]
         count[:, y1:y2, x1:x2] += 1
     if not whole:
@@ -168,6 +233,8 @@ def stage_times(seg: ovdense.OVSegmenter, image: np.ndarray, feats, repeats: int
 
     def refine():
         refined = logits
+        if not seg.refiners:  # predict resizes the guide only for a refiner that asks for it
+            return refined
         guide = resize_rows(feats.guide, tuple(logits.shape[-2:]), 0, logits.shape[-2])
         for refiner in seg.refiners:
             refined = refiner(refined, guide)
@@ -239,29 +306,26 @@ def run(args) -> Dict[str, object]:
     backbone = ovdense.CLIPBackbone.load(args.clip_model, pretrained, device=device)
     dtypes = list(dict.fromkeys(resolve_dtype(d, device) for d in args.dtype))
     backbones = {dt: backbone if dt == torch.float32 else copy.deepcopy(backbone).to(dtype=dt) for dt in dtypes}
+    voc21 = voc21_classes()
     # Text encoding does not depend on the head: time it once, cold (no cache) and cached.
     probe = ovdense.OVSegmenter(backbone=backbone, head="vanilla", device=device, dtype="fp32",
                                 text_encoder=dict(cache_dir=""))
     t0 = time.perf_counter()
-    probe.set_classes(VOC21, background="first")
+    probe.set_classes(voc21, background="first")
     text_cold = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
-    probe.set_classes(VOC21, background="first")
+    probe.set_classes(voc21, background="first")
     text_warm = (time.perf_counter() - t0) * 1e3
     n_queries, n_templates = probe.vocabulary.num_queries, len(probe.text.templates)
     classes = f"VOC21 ({probe.vocabulary.num_classes} classes, {n_queries} queries x {n_templates} templates)"
     print(f"text: {text_cold:.0f} ms cold ({n_queries} queries x {n_templates} templates), {text_warm:.2f} ms cached",
           flush=True)
 
+    text = {tuple(probe.text.templates): probe.text}  # one text cache per template set
+
     def make(head: str, dt: torch.dtype) -> ovdense.OVSegmenter:
-        proto = dict(PROTOCOLS[head])
-        bb = backbones[dt]
-        bb.pos_interp = proto.pop("pos_interp", "scale_factor")
-        bb._pe_cache.clear()
-        seg = ovdense.OVSegmenter(backbone=bb, head=head, device=device, dtype=dt, text_encoder=dict(cache_dir=""),
-                                  batch_size=args.window_batch or 1024, **proto)
-        seg.text = probe.text  # share the in-memory text cache
-        seg.set_classes(VOC21, background="first")
+        seg = build_segmenter(head, backbones[dt], device, dt, text, args.window_batch, text_backbone=backbone)
+        seg.set_classes(voc21, background="first")
         return seg
 
     rows: List[Dict[str, object]] = []
@@ -279,7 +343,7 @@ def run(args) -> Dict[str, object]:
                     ms, res = _best_ms(lambda: seg.predict(image), 1, device)
                     fast_ms.append(ms)
                 if r < args.baseline_repeats:
-                    base_runs.append(plain_baseline(ref, image, VOC21))
+                    base_runs.append(plain_baseline(ref, image, voc21))
             latency = min(fast_ms)
             base = min(base_runs, key=lambda b: b["timings"]["image"] + b["timings"]["refine_decode"])
             image_base = base["timings"]["image"] + base["timings"]["refine_decode"]
@@ -297,7 +361,8 @@ def run(args) -> Dict[str, object]:
             folder_base = image_base + text_cold  # the baseline encodes the text again for every image
             row = {
                 "head": head, "dtype": str(dt).replace("torch.", ""),
-                "protocol": dict(PROTOCOLS[head]), "windows": len(feats.boxes),
+                "protocol": describe_protocol(protocol(head)), "config": f"configs/_base_/{head}.py",
+                "templates": len(seg.text.templates), "windows": len(feats.boxes),
                 "ms_per_image": latency, "images_per_s": 1e3 / latency,
                 "stages_ms": dict(stages, text_cached=text_warm),
                 "text_ms_cold": text_cold, "text_ms_cached": text_warm,
@@ -372,10 +437,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clip-model", default="ViT-B-16")
     p.add_argument("--pretrained", default="none", help="open_clip tag, local file, or none (random weights)")
-    p.add_argument("--heads", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
+    heads = available_heads()
+    p.add_argument("--heads", nargs="+", default=[h for h in HEADS if h in heads], choices=heads,
+                   help="heads to time, each under its shipped protocol configs/_base_/HEAD.py")
     p.add_argument("--size", default="500x375", help="WIDTHxHEIGHT of the test images")
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", nargs="+", default=["fp32"], help="one or more of fp32, fp16, bf16 (the baseline is fp32)")
+    p.add_argument("--dtype", nargs="+", default=["fp32"],
+                   help="one or more of fp32, fp16, bf16 (the baseline is fp32)")
     p.add_argument("--batch-sizes", nargs="*", type=int, default=[1],
                    help="images per predict call for the throughput table (e.g. 1 16 64 256 on a GPU)")
     p.add_argument("--window-batch", type=int, default=0,

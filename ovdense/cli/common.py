@@ -404,7 +404,8 @@ def load_cli_config(args: argparse.Namespace, dataset: Optional[str] = None) -> 
             raise UserError(f"unknown head {head_type!r}; heads: {', '.join(known)}")
     backbone = cfg.get("backbone") or {}
     pretrained = backbone.get("pretrained")
-    if isinstance(pretrained, str) and (os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))):
+    if isinstance(pretrained, str) and (os.sep in pretrained
+                                        or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))):
         check_file(pretrained, "CLIP weights file")
     clip_model = backbone.get("clip_model")
     if isinstance(clip_model, str):
@@ -421,8 +422,8 @@ def load_cli_config(args: argparse.Namespace, dataset: Optional[str] = None) -> 
 
 def build_segmenter(cfg: Any, args: argparse.Namespace, classes: Any = None, background: Any = None):
     """OVSegmenter from a checked config (one GPU per rank under torchrun); user errors -> UserError."""
-    from ..config import segmenter_from_config
     from ..distributed import env_world
+    from ..predictor import OVSegmenter
 
     _, world, local = env_world()
     device = args.device
@@ -433,8 +434,8 @@ def build_segmenter(cfg: Any, args: argparse.Namespace, classes: Any = None, bac
             device = f"cuda:{local}"  # one GPU per process under torchrun
     try:
         with _held_library_errors():
-            return segmenter_from_config(cfg, classes=classes, background=background, device=device,
-                                         dtype=args.dtype)
+            return OVSegmenter.from_config(cfg, classes=classes, background=background, device=device,
+                                           dtype=args.dtype)
     except user_error_types() as err:
         raise UserError(print_text(err)) from None
     except TypeError as err:  # a stage constructor refusing a config key

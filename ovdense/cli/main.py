@@ -2,13 +2,15 @@
 and ``benchmark``.
 
 Exit codes: 0 done; 1 nothing produced (no image found, every image failed, or ``--strict`` and
-one failed); 2 a user error, reported as one ``error: ...`` line on stderr; 130 interrupted.
+one failed); 2 a user error, reported as one ``error: ...`` line on stderr; 130 interrupted
+(Ctrl-C); 143 terminated (SIGTERM, handled as Ctrl-C is: finished work is kept and recorded).
 Every input (source, output folder, class file, config, device, model name, head) is checked
 before any model is loaded.
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
 import os
 import shlex
@@ -31,6 +33,7 @@ from .common import (
     resolve_config_name,
     run_guarded,
 )
+from .evaluate import Terminated, interrupted_exit_code, sigterm_as_interrupt
 
 SEGMENT_EXAMPLES = """\
 examples:
@@ -38,11 +41,17 @@ examples:
   ovdense segment photos/ --config sclip_voc21 --out runs/voc          # VOC's 21 classes, SCLIP's protocol
   ovdense segment photo.jpg --method naclip --classes-file names.txt --pretrained /weights/ViT-B-16.pt
   ovdense segment photos/ --classes road car tree --threshold 0.3 --no-pamr --templates "a photo of a {}."
-  ovdense segment photos/ --out runs/pets --resume                     # continue an interrupted run
+  ovdense segment photos/ --out runs/pets --resume                     # continue a stopped run (even kill -9)
+  ovdense segment "photos/**/*.jpg" --classes car person --save-txt   # a glob (quoted); YOLO txt labels
+  ovdense segment big.jpg --classes road car --resolution model --refine-at model   # cheap on big photos
 
 Outputs (OUT): labels/<name>.png (class ids, palette PNG), overlays/<name>.jpg, preds/<name>.json,
-categories.json and run.json (classes, config, command, failures). <name> keeps the image's
-extension (a.jpg -> labels/a.jpg.png), so a.jpg and a.png never overwrite each other.
+categories.json and run.json (classes, config, command, failures; written before the first image,
+so any stopped run can be resumed). <name> keeps the image's extension (a.jpg -> labels/a.jpg.png),
+so a.jpg and a.png never overwrite each other. With --save-txt: txt/<name without extension>.txt
+(one YOLO line per connected region: "class x_center y_center width height", normalised; with
+--save-txt-format polygon "class x1 y1 x2 y2 ...") and classes.txt (the class of each txt id;
+a background class gets none). Images above 4 MP get their own row progress bar.
 """
 
 DEMO_EXAMPLES = """\
@@ -109,18 +118,36 @@ def _default_out(base: str = os.path.join("runs", "segment")) -> str:
         n += 1
 
 
+def _segmenter_accepts(name: str) -> bool:
+    """Whether this ovdense's OVSegmenter takes the constructor keyword ``name``."""
+    import inspect
+
+    from ..predictor import OVSegmenter
+
+    return name in inspect.signature(OVSegmenter.__init__).parameters
+
+
 def cmd_segment(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     return run_guarded(lambda: _segment(args, argv))
 
 
 def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from ..apps.folder import find_images, prepare_output, run_fingerprint
+    from ..apps.folder import find_images, prepare_output, run_fingerprint, source_base
+    from ..text.embedding import text_progress
 
     # 1. inputs, cheapest first; no model is loaded before all of them pass
     check_device(args.device)
     classes, background = _classes_from_args(args)
-    if not os.path.exists(args.src):
+    is_glob = not os.path.exists(args.src) and glob.has_magic(args.src)
+    if not os.path.exists(args.src) and not is_glob:
         raise UserError(f"input folder not found: {args.src}")
+    if is_glob and not os.path.isdir(source_base(args.src) or "."):
+        raise UserError(f"input folder not found: {source_base(args.src)} (of the pattern {args.src})")
+    if args.save_txt_format is not None:
+        args.save_txt = True
+    save_txt = (args.save_txt_format or "box") if args.save_txt else None
+    if args.refine_at is not None and not _segmenter_accepts("refine_at"):
+        raise UserError("--refine-at needs an ovdense whose OVSegmenter takes refine_at (not this one)")
     if args.out is None:
         if args.resume:
             raise UserError("--resume needs the --out folder of the run to continue")
@@ -132,9 +159,12 @@ def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if not images:
         from ..io.images import IMAGE_EXTENSIONS
 
-        print(f"error: no images found in {args.src} (looked for {', '.join(IMAGE_EXTENSIONS)})", file=sys.stderr)
+        where = f"match {args.src}" if is_glob else f"found in {args.src}"
+        print(f"error: no images {where} (looked for {', '.join(IMAGE_EXTENSIONS)})", file=sys.stderr)
         return EXIT_FAILED
     cfg = load_cli_config(args, dataset=args.dataset)
+    if args.refine_at is not None:  # a constructor keyword: a top-level config entry, recorded and checked
+        cfg.refine_at = args.refine_at
     if classes is None:
         classes, cfg_background = _config_classes(cfg)
         background = cfg_background if background is None else background
@@ -150,7 +180,7 @@ def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
         dtype = str(resolve_dtype(args.dtype, resolve_device(args.device)))  # as the segmenter will
     except ValueError as err:
         raise UserError(str(err)) from None
-    fingerprint = run_fingerprint(_categories(vocab), config, dtype)
+    fingerprint = run_fingerprint(_categories(vocab), config, dtype, resolution=args.resolution, save_txt=save_txt)
     from ..distributed import env_world
 
     if env_world()[0] == 0:  # under torchrun rank 0 checks (and --overwrite clears) before any rank writes
@@ -160,7 +190,8 @@ def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from ..distributed import barrier, init_distributed, shutdown
     from ..apps.folder import merge_rank_records, segment_folder, write_contact_sheet
 
-    seg = build_segmenter(cfg, args, classes=classes, background=background)
+    with text_progress(not args.quiet):
+        seg = build_segmenter(cfg, args, classes=classes, background=background)
     seg.config = config
     dist = init_distributed(seg.device)
     info = {"config": config, "command": shlex.join(["ovdense", *argv]), "cwd": os.getcwd(),
@@ -169,16 +200,17 @@ def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
         summary = segment_folder(seg, args.src, args.out, resume=args.resume, batch_size=args.batch_size,
                                  progress=not args.quiet and dist.rank == 0, save_overlays=not args.no_overlays,
                                  run_info=info, shard=(dist.rank, dist.world_size), images=images,
-                                 check_output=False)
+                                 check_output=False, resolution=args.resolution, save_txt=save_txt)
         barrier(dist)
         if dist.distributed and dist.rank == 0:
             merge_rank_records(args.out, dist.world_size)
         sheet = None
         if dist.rank == 0 and not args.no_overlays and summary.done:
             sheet = write_contact_sheet(args.out)
-    except KeyboardInterrupt:
-        print("interrupted: finished images are kept; rerun with --resume to continue", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        what = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        print(f"{what}: finished images are kept in {args.out}; rerun with --resume to continue", file=sys.stderr)
+        return interrupted_exit_code(err)
     except OSError as err:
         raise UserError(f"cannot write to {args.out}: {err.strerror or err}"
                         + (" (no space left on the device)" if err.errno == 28 else "")) from None
@@ -304,14 +336,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "network and no weights: a first check that everything works.",
                        epilog=DEMO_EXAMPLES)
     d.add_argument("--out", default="ovdense-demo", help="output folder (overlays/, labels/, preds/, run.json)")
-    d.add_argument("--head", default="maskclip", help="training-free head (vanilla, maskclip, sclip, clearclip, naclip)")
+    d.add_argument("--head", default="maskclip",
+                   help="training-free head (vanilla, maskclip, sclip, clearclip, naclip)")
     d.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     d.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("segment", help="segment every image below a folder (labels, overlays, JSON records)",
-                       description="Segment every image below a folder (recursively), or one image, into the "
-                                   "classes you name.", epilog=SEGMENT_EXAMPLES)
-    p.add_argument("src", help="image folder (searched recursively; the output folder is skipped) or one image")
+                       description="Segment every image below a folder (recursively), one image, or the images "
+                                   "a glob pattern matches, into the classes you name.", epilog=SEGMENT_EXAMPLES)
+    p.add_argument("src", help="image folder (searched recursively; the output folder is skipped), one image, or a "
+                               "quoted glob pattern such as \"photos/*.jpg\" (** spans folders)")
     c = p.add_argument_group("classes (default: the config's)")
     c.add_argument("--classes", nargs="+", metavar="CLASS",
                    help='class names; each value is one class, synonyms separated by ", " (e.g. cat "dog, puppy")')
@@ -330,7 +364,21 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--batch-size", type=positive_batch, default=4, help="images whose windows share forward passes")
     o.add_argument("--no-overlays", action="store_true", help="do not write overlay JPGs")
     o.add_argument("--strict", action="store_true", help="exit 1 if any image failed (default: only if all did)")
-    o.add_argument("--quiet", action="store_true", help="no progress bar")
+    o.add_argument("--quiet", action="store_true", help="no progress bars (images, rows of big images, text encoding)")
+    x = p.add_argument_group("outputs")
+    x.add_argument("--resolution", choices=("input", "model"), default="input",
+                   help="size of the label maps: the input image's, or the resized image the model saw "
+                        "(far cheaper for big photos; overlays are drawn at that size)")
+    x.add_argument("--refine-at", choices=("input", "model"), default=None,
+                   help="where refiners such as PAMR run: on the logits at the output size (input, the reference "
+                        "methods) or once at the model's size, then resized (model: far cheaper for big photos) "
+                        "(default: the config's, else input)")
+    x.add_argument("--save-txt", action="store_true",
+                   help="also write txt/<name>.txt: one YOLO line per connected region of each class "
+                        "(class x_center y_center width height, normalised) and classes.txt naming the ids")
+    x.add_argument("--save-txt-format", choices=("box", "polygon"), default=None,
+                   help="box (YOLO detection) or polygon (YOLO segmentation: class x1 y1 x2 y2 ..., the region's "
+                        "outline); implies --save-txt (default: box)")
     add_model_options(p)
     p.set_defaults(func=cmd_segment)
 
@@ -358,10 +406,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         return benchmark_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args, argv) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        with sigterm_as_interrupt():
+            return int(args.func(args, argv) or 0)
+    except KeyboardInterrupt as err:
+        what = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        if args.command == "eval-semantic":
+            what += ": the images evaluated so far are checkpointed; rerun with --resume to continue"
+        print(what, file=sys.stderr)
+        return interrupted_exit_code(err)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,18 +10,26 @@ pycocotools has nothing to average); the semantic part is in percent (mmseg conv
 
 The bbox and segm evaluations each get their own results list: ``COCO.loadRes`` takes the
 ``area`` from the box when a result has one, which would put masks in the wrong area range.
+
+How a run goes is one frozen :class:`CocoEvalOptions`. The annotation file is checked by
+:func:`load_coco_gt` (one-line ``DatasetError`` naming the file). pycocotools' stdout is
+captured unless ``verbose``. Images the segmenter cannot read are skipped with a warning on the
+``ovdense.evaluation.coco`` logger and left out of every metric (``strict``: stop instead).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import importlib.metadata as md
 import io
+import json
+import logging
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -32,15 +40,20 @@ from ovdense.structures import Detections
 from ovdense.text.vocabulary import is_background_name
 
 __all__ = [
+    "CocoEvalOptions",
     "CocoEvalResult",
     "CocoMetrics",
     "CocoVocabulary",
+    "NoReadableImages",
     "build_coco_vocabulary",
     "detections_to_coco",
     "encode_mask",
     "evaluate_coco",
+    "load_coco_gt",
     "run_cocoeval",
 ]
+
+logger = logging.getLogger(__name__)
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -54,12 +67,21 @@ class CocoVocabulary:
         cat_ids: COCO category id of each non-background class, in class order.
         cat_names: GT name of each of those categories.
         background: class 0 is a background class that maps to no category.
+        background_source: where that class comes from: ``"default"`` (the word
+            ``background``, added by :func:`build_coco_vocabulary`), ``"classes_file"`` (the
+            first line of the name file), ``None`` without a background class.
     """
 
     prompts: list[str]
     cat_ids: list[int]
     cat_names: list[str]
     background: bool
+    background_source: str | None = None
+
+    @property
+    def background_synonyms(self) -> list[str]:
+        """The background class's synonyms (``[]`` without a background class)."""
+        return self.prompts[0].split(", ") if self.background else []
 
     @property
     def offset(self) -> int:
@@ -95,7 +117,7 @@ def build_coco_vocabulary(
     if classes_file is None:
         prompts = list(cat_names)
         return CocoVocabulary((["background"] if background else []) + prompts, cat_ids, cat_names,
-                              background)
+                              background, "default" if background else None)
     from ovdense.text.vocabulary import read_name_file
 
     groups = read_name_file(classes_file)
@@ -118,7 +140,8 @@ def build_coco_vocabulary(
     prompts = [", ".join(g) for g in groups]
     if background:
         prompts = [", ".join(bg_line) if bg_line else "background"] + prompts
-    return CocoVocabulary(prompts, cat_ids, cat_names, background)
+    source = ("classes_file" if bg_line else "default") if background else None
+    return CocoVocabulary(prompts, cat_ids, cat_names, background, source)
 
 
 def detections_to_coco(dets: Detections, image_id: int, vocab: CocoVocabulary) -> list[dict]:
@@ -211,6 +234,94 @@ def run_cocoeval(
     return CocoMetrics(iou_type, *stats[:6], per_category=per_cat, stats=stats, pr=pr)
 
 
+@dataclass(frozen=True)
+class CocoEvalOptions:
+    """How :func:`evaluate_coco` runs: everything but the segmenter and the data it reads.
+
+    Frozen: derive variants with ``dataclasses.replace(options, limit=50)``. Invalid values
+    (an unknown IoU type or crowd policy, a negative limit) raise ``ValueError`` at creation.
+    """
+
+    classes_file: str | Path | None = None
+    """Name file renaming the GT categories (see :func:`build_coco_vocabulary`); ``None``: the
+    GT category names."""
+
+    background: bool = True
+    """Add a background class 0 that maps to no category (its pixels make no instance). Its
+    synonyms are the word ``background``, or the first line of ``classes_file`` when that line
+    is a background line. The result and ``metrics_coco.json`` record whether it was added."""
+
+    strategy: str = "connected_components"
+    """Proposal source of the :class:`~ovdense.Detector` (a name in
+    :data:`ovdense.registry.PROPOSALS`); the default turns the label map into instances."""
+
+    strategy_options: Mapping[str, Any] | None = None
+    """Keyword options of that strategy, e.g. ``{"min_area": 16}``."""
+
+    scorer: str | Mapping[str, Any] | None = None
+    """Region scorer of the Detector (a name in :data:`ovdense.registry.SCORERS`, e.g.
+    ``"mask_pooling"``); needed for class-agnostic proposal sources, None keeps the source's
+    classes."""
+
+    iou_types: tuple[str, ...] = ("bbox", "segm")
+    """COCOeval IoU types to score: any of ``"bbox"``, ``"segm"``."""
+
+    semantic: bool = True
+    """Also score the label maps as semantic segmentation against the GT instances painted
+    into label maps (mIoU, percent)."""
+
+    crowd: str = "label"
+    """Crowd regions in that painted GT: ``"label"`` (their category), ``"ignore"``, ``"skip"``."""
+
+    limit: int | None = None
+    """Evaluate the first ``limit`` GT images (by id) only; ``None``: all of them."""
+
+    max_dets: int = 100
+    """COCOeval's largest ``maxDets`` (detections per image kept)."""
+
+    out_dir: str | Path | None = None
+    """Write ``coco_results.json`` (XYWH boxes + RLE) and ``metrics_coco.json`` here;
+    ``None``: write nothing."""
+
+    progress: bool = True
+    """Show a progress bar and print a short summary (AP table, background class, skipped
+    images)."""
+
+    verbose: bool = False
+    """Also print pycocotools' own output (its 12-line summaries per IoU type) and the
+    per-category AP and per-class IoU tables; otherwise pycocotools' stdout is captured."""
+
+    strict: bool = False
+    """Stop at the first unreadable image (``DatasetError`` naming it) instead of skipping it
+    with a one-line warning (skipped images are left out of every metric and listed in the
+    result and ``metrics_coco.json``)."""
+
+    report: bool = False
+    """Also write a static ``report.html`` with pictures (AP table, precision-recall curves at
+    IoU 0.5 and 0.75 per IoU type, per-category AP bars, the semantic part's per-class IoU and
+    confusion matrix); needs matplotlib (``pip install 'ovdense[report]'``)."""
+
+    report_dir: str | Path | None = None
+    """Folder of the report (default ``out_dir/report``); giving it implies ``report``."""
+
+    def __post_init__(self) -> None:
+        iou_types = (self.iou_types,) if isinstance(self.iou_types, str) else tuple(self.iou_types)
+        object.__setattr__(self, "iou_types", iou_types)
+        bad = [t for t in iou_types if t not in ("bbox", "segm")]
+        if bad or not iou_types:
+            raise ValueError(f"iou_types: use 'bbox' and/or 'segm', got {self.iou_types!r}")
+        if self.crowd not in ("label", "ignore", "skip"):
+            raise ValueError(f"crowd must be 'label', 'ignore' or 'skip', got {self.crowd!r}")
+        if self.limit is not None and int(self.limit) < 0:
+            raise ValueError(f"limit must be >= 0 or None, got {self.limit!r}")
+        if int(self.max_dets) < 1:
+            raise ValueError(f"max_dets must be >= 1, got {self.max_dets!r}")
+
+
+class NoReadableImages(Exception):
+    """Every GT image selected for the evaluation was unreadable: nothing was evaluated."""
+
+
 @dataclass
 class CocoEvalResult:
     """Everything :func:`evaluate_coco` measured."""
@@ -222,12 +333,23 @@ class CocoEvalResult:
     pycocotools_version: str
     #: the semantic part's ``(C, C)`` confusion matrix (rows ground truth), when computed
     semantic_confusion: Any = field(default=None, repr=False, compare=False)
+    #: file names of the unreadable GT images left out of every metric, in image-id order
+    skipped_images: list[str] = field(default_factory=list)
+    #: synonyms of the background class 0 (``[]``: no background class was added)
+    background_synonyms: list[str] = field(default_factory=list)
+    #: where the background class came from (``"default"``, ``"classes_file"``, ``None``)
+    background_source: str | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready view."""
         return {
             "num_images": self.num_images,
             "num_predictions": self.num_predictions,
+            "num_skipped_images": len(self.skipped_images),
+            "skipped_images": list(self.skipped_images),
+            "background": {"added": bool(self.background_synonyms),
+                           "synonyms": list(self.background_synonyms),
+                           "source": self.background_source if self.background_synonyms else None},
             "pycocotools": self.pycocotools_version,
             "units": {"coco": "fraction", "semantic": "percent"},
             **{t: _nan_to_none({k: v for k, v in asdict(m).items() if k != "pr"})
@@ -245,6 +367,66 @@ def _nan_to_none(value: Any) -> Any:
     if isinstance(value, list):
         return [_nan_to_none(v) for v in value]
     return value
+
+
+#: keys each entry of a COCO instances file needs for this evaluation
+_REQUIRED = {"images": ("id", "file_name", "height", "width"),
+             "annotations": ("id", "image_id", "category_id"),
+             "categories": ("id", "name")}
+
+
+def load_coco_gt(ann_file: str | Path) -> Any:
+    """Read and check a COCO instances file; a silent ``pycocotools.coco.COCO`` of it.
+
+    Raises:
+        DatasetError: one line naming the file and what is wrong with it: not found, not
+            valid JSON, no ``"images"``/``"annotations"``/``"categories"`` list, no category
+            or no image, an entry without a key the evaluation reads, an annotation whose
+            ``category_id`` is not among the categories.
+    """
+    from pycocotools.coco import COCO
+
+    from ovdense.datasets import DatasetError
+
+    path = Path(ann_file)
+    if not path.exists():
+        raise DatasetError(f"COCO annotation file not found: {path}")
+    if not path.is_file():
+        raise DatasetError(f"COCO annotation file is not a file: {path}")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"COCO annotation file {path} is not valid JSON "
+                           f"(line {err.lineno} column {err.colno}: {err.msg})") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"COCO annotation file {path} is not valid JSON (not UTF-8 text)") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path} is not a COCO annotation file: its top level is a JSON "
+                           f"{type(data).__name__}, not an object with \"images\", \"annotations\" "
+                           "and \"categories\" lists")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            found = "" if key not in data else f" (it is a JSON {type(data[key]).__name__})"
+            raise DatasetError(f"COCO annotation file {path} has no \"{key}\" list{found}")
+    for key in ("categories", "images"):
+        if not data[key]:
+            raise DatasetError(f"COCO annotation file {path}: its \"{key}\" list is empty, nothing to evaluate")
+    for key, needed in _REQUIRED.items():
+        for i, entry in enumerate(data[key]):
+            missing = [k for k in needed if not isinstance(entry, dict) or k not in entry]
+            if missing:
+                raise DatasetError(f"COCO annotation file {path}: {key}[{i}] has no \"{missing[0]}\"")
+    cat_ids = {c["id"] for c in data["categories"]}
+    unknown = next((a for a in data["annotations"] if a["category_id"] not in cat_ids), None)
+    if unknown is not None:
+        raise DatasetError(f"COCO annotation file {path}: annotation {unknown['id']} has category_id "
+                           f"{unknown['category_id']}, which is not in \"categories\"")
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
 
 
 def _set_classes(segmenter: Any, vocab: CocoVocabulary) -> None:
@@ -271,48 +453,51 @@ def _image_path(image_dir: Path, file_name: str) -> Path:
     raise DatasetError(f"COCO image not found: {image_dir / file_name}")
 
 
+def _unreadable_image_errors() -> tuple:
+    """What ``segmenter.predict`` raises for a file that is not a readable image: ovdense's
+    ``ImageLoadError`` (OpenCV could not decode it) and ``OSError`` (PIL: unidentified or
+    truncated files)."""
+    from ovdense.io.images import ImageLoadError
+
+    return (ImageLoadError, OSError)
+
+
+def _options_from(options: CocoEvalOptions | None, legacy: dict) -> CocoEvalOptions:
+    """``options`` with the keyword arguments of the former signature applied on top."""
+    base = options if options is not None else CocoEvalOptions()
+    if not isinstance(base, CocoEvalOptions):
+        raise TypeError(f"options must be a CocoEvalOptions, got {type(base).__name__}")
+    if not legacy:
+        return base
+    names = {f.name for f in dataclasses.fields(CocoEvalOptions)}
+    unknown = sorted(set(legacy) - names)
+    if unknown:
+        raise TypeError(f"evaluate_coco() got unexpected keyword argument(s) {', '.join(unknown)} "
+                        f"(options: {', '.join(sorted(names))})")
+    return dataclasses.replace(base, **legacy)
+
+
 def evaluate_coco(
     segmenter: Any,
     ann_file: str | Path,
     image_dir: str | Path,
-    *,
-    classes_file: str | Path | None = None,
-    background: bool = True,
-    strategy: str = "connected_components",
-    strategy_options: dict | None = None,
-    iou_types: Sequence[str] = ("bbox", "segm"),
-    semantic: bool = True,
-    crowd: str = "label",
-    limit: int | None = None,
-    max_dets: int = 100,
-    out_dir: str | Path | None = None,
-    progress: bool = True,
-    report: bool = False,
-    report_dir: str | Path | None = None,
+    options: CocoEvalOptions | None = None,
+    **legacy_kwargs: Any,
 ) -> CocoEvalResult:
     """Evaluate ``segmenter`` on a COCO instances file and its image folder.
 
     Args:
         segmenter: object with ``set_classes(list[str])`` and
             ``predict(path, return_scores=True)`` returning ``label_map``/``class_names``/``scores``.
-        ann_file: COCO instances JSON (ground truth).
+        ann_file: COCO instances JSON (ground truth), checked by :func:`load_coco_gt`.
         image_dir: folder holding the images named by ``file_name``.
-        classes_file: optional name file (see :func:`build_coco_vocabulary`).
-        background: add a background class 0 (mapped to no category).
-        strategy: proposal source name in :data:`ovdense.registry.PROPOSALS`.
-        strategy_options: keyword options for the strategy (e.g. ``{"min_area": 16}``).
-        iou_types: any of ``"bbox"``, ``"segm"``.
-        semantic: also compute mIoU against the GT instances painted into label maps.
-        crowd: crowd-region policy for that painting (``label``, ``ignore``, ``skip``).
-        limit: evaluate the first ``limit`` GT images (by id) only.
-        max_dets: COCOeval's largest ``maxDets``.
-        out_dir: write ``coco_results.json`` (XYWH boxes + RLE) and ``metrics_coco.json`` here.
-        progress: tqdm bar and pycocotools' printed summaries.
-        report: also write a static ``report.html`` with pictures (AP table, precision-recall
-            curves at IoU 0.5 and 0.75 per IoU type, per-category AP bars, and the semantic
-            part's per-class IoU and confusion matrix); needs matplotlib
-            (``pip install 'ovdense[report]'``).
-        report_dir: folder of the report (default ``out_dir/report``); giving it implies ``report``.
+        options: how to run (:class:`CocoEvalOptions`; default: its defaults).
+        **legacy_kwargs: the former keyword arguments (``classes_file=...``, ``limit=...``,
+            any :class:`CocoEvalOptions` field), applied on top of ``options``.
+
+    An image that ``segmenter.predict`` cannot read is skipped with a one-line warning and left
+    out of every metric (``CocoEvalResult.skipped_images``), or stops the run with
+    ``options.strict``; :class:`NoReadableImages` when no image could be read.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) rank ``r`` predicts images ``r::W``; the results
     are gathered in the single-process order and the confusion matrices summed, so every
@@ -322,15 +507,14 @@ def evaluate_coco(
 
     from ovdense.viz.report import resolve_report_dir
 
-    report_dir = resolve_report_dir(report, report_dir, out_dir)  # fails before any image is predicted
-    report = report_dir is not None
+    options = _options_from(options, legacy_kwargs)
+    # fails before any image is predicted
+    report_dir = resolve_report_dir(options.report, options.report_dir, options.out_dir)
     dist_info = init_distributed(getattr(segmenter, "device", None))
     try:
-        result = _evaluate_coco(segmenter, ann_file, image_dir, classes_file, background, strategy,
-                                strategy_options, iou_types, semantic, crowd, limit, max_dets, out_dir,
-                                progress, dist_info)
-        if report and dist_info.rank == 0:
-            _write_coco_report(Path(report_dir), result, ann_file, out_dir)
+        result = _evaluate_coco(segmenter, ann_file, image_dir, options, dist_info)
+        if report_dir is not None and dist_info.rank == 0:
+            _write_coco_report(Path(report_dir), result, ann_file, options.out_dir)
         return result
     finally:
         shutdown(dist_info)
@@ -348,9 +532,28 @@ def _write_coco_report(report_dir: Path, result: CocoEvalResult, ann_file: str |
                              title=f"COCO evaluation: {Path(ann_file).name}", files=files)
 
 
-def _evaluate_coco(segmenter, ann_file, image_dir, classes_file, background, strategy, strategy_options,
-                   iou_types, semantic, crowd, limit, max_dets, out_dir, progress, dist_info) -> CocoEvalResult:
-    from pycocotools.coco import COCO
+def _image_detector(segmenter: Any, options: CocoEvalOptions):
+    """``path -> (Detections, SegmentationResult)`` for one image: a :class:`~ovdense.Detector`
+    (the options' proposal source and scorer) for an OVSegmenter; for any other object with
+    ``predict`` (test doubles), its result turned into instances by the proposal source."""
+    proposals = dict(type=options.strategy, **dict(options.strategy_options or {}))
+    if hasattr(segmenter, "encode_image"):
+        from ovdense.detector import Detector
+
+        detector = Detector(segmenter, proposals=proposals, scorer=options.scorer)
+        return lambda path: detector.detect(path, return_result=True)
+    if options.scorer is not None:
+        raise ValueError("a region scorer needs an OVSegmenter (it reads the image's dense features)")
+
+    def from_result(path: str):
+        result = segmenter.predict(path, return_scores=True)
+        return build_instances(result, options.strategy, **dict(options.strategy_options or {})), result
+
+    return from_result
+
+
+def _evaluate_coco(segmenter: Any, ann_file: str | Path, image_dir: str | Path, options: CocoEvalOptions,
+                   dist_info: Any) -> CocoEvalResult:
     from tqdm import tqdm
 
     from ovdense.datasets import DatasetError, paint_instances
@@ -358,67 +561,117 @@ def _evaluate_coco(segmenter, ann_file, image_dir, classes_file, background, str
     from ovdense.evaluation.meta import collect_versions, config_to_dict, write_json
 
     ann_file, image_dir = Path(ann_file), Path(image_dir)
-    if not ann_file.is_file():
-        raise DatasetError(f"COCO annotation file not found: {ann_file}")
+    coco = load_coco_gt(ann_file)
     if not image_dir.is_dir():
         raise DatasetError(f"COCO image folder not found: {image_dir}")
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(str(ann_file))
-    vocab = build_coco_vocabulary(coco, classes_file, background)
+    vocab = build_coco_vocabulary(coco, options.classes_file, options.background)
     _set_classes(segmenter, vocab)
     img_ids = sorted(coco.getImgIds())
-    if limit is not None:
-        img_ids = img_ids[: max(int(limit), 0)]
-    evaluator = SemanticEvaluator(len(vocab.prompts), class_names=vocab.prompts) if semantic else None
+    if options.limit is not None:
+        img_ids = img_ids[: max(int(options.limit), 0)]
+    evaluator = SemanticEvaluator(len(vocab.prompts), class_names=vocab.prompts) if options.semantic else None
     cat_to_label = vocab.cat_to_label()
-    options = dict(strategy_options or {})
+    lead = dist_info.rank == 0
+    unreadable = _unreadable_image_errors()
     results: list[dict] = []
-    for img_id in tqdm(img_ids[dist_info.rank::dist_info.world_size], disable=not progress or dist_info.rank != 0,
+    skipped: list[tuple[int, str]] = []
+    detect = _image_detector(segmenter, options)
+    for img_id in tqdm(img_ids[dist_info.rank::dist_info.world_size], disable=not options.progress or not lead,
                        desc="eval coco"):
         info = coco.imgs[img_id]
-        res = segmenter.predict(str(_image_path(image_dir, info["file_name"])), return_scores=True)
+        path = _image_path(image_dir, info["file_name"])
+        try:
+            dets, res = detect(str(path))
+        except unreadable as err:
+            reason = str(err)
+            reason = reason[len(str(path)) + 2:] if reason.startswith(f"{path}: ") else reason
+            if options.strict:
+                raise DatasetError(f"unreadable image {path} (image id {img_id}): {reason}") from None
+            logger.warning("skipped unreadable image %s (image id %s): %s", path, img_id, reason)
+            skipped.append((img_id, str(info["file_name"])))
+            continue
         label_map = np.asarray(res.label_map)
         if label_map.shape != (info["height"], info["width"]):
-            raise ValueError(f"image {img_id}: prediction {label_map.shape} != GT size "
+            raise ValueError(f"image {path} (id {img_id}): prediction {label_map.shape} != GT size "
                              f"{(info['height'], info['width'])}")
         if len(res.class_names) != len(vocab.prompts):
             raise ValueError(f"the segmenter returned {len(res.class_names)} classes, "
                              f"expected {len(vocab.prompts)}")
-        results.extend(detections_to_coco(build_instances(res, strategy, **options), img_id, vocab))
+        results.extend(detections_to_coco(dets, img_id, vocab))
         if evaluator is not None:
             gt = paint_instances(coco, img_id, cat_to_label, background=vocab.background,
-                                 crowd=crowd)  # type: ignore[arg-type]
+                                 crowd=options.crowd)  # type: ignore[arg-type]
             evaluator.update(label_map, gt)
+    position = {img_id: i for i, img_id in enumerate(img_ids)}
     if dist_info.distributed:
         # back into the single-process order: by image (stable within an image)
-        position = {img_id: i for i, img_id in enumerate(img_ids)}
         results = sorted(all_gather_lists(results, dist_info), key=lambda r: position[r["image_id"]])
+        skipped = all_gather_lists(skipped, dist_info)
         if evaluator is not None:
             evaluator.counts[...] = all_reduce_sum(evaluator.counts, dist_info)
-    lead = dist_info.rank == 0
-    metrics = {t: run_cocoeval(coco, results, t, img_ids, max_dets, verbose=progress and lead)
-               for t in iou_types}
+    skipped = sorted(skipped, key=lambda s: position[s[0]])
+    if len(skipped) == len(img_ids) and img_ids:
+        raise NoReadableImages(f"none of the {len(img_ids)} images in {image_dir} could be read "
+                               f"(first: {skipped[0][1]}); nothing was evaluated")
+    skipped_ids = {s[0] for s in skipped}
+    evaluated = [i for i in img_ids if i not in skipped_ids]  # unreadable images' GT is no miss
+    metrics = {t: run_cocoeval(coco, results, t, evaluated, options.max_dets, verbose=options.verbose and lead)
+               for t in options.iou_types}
     sem = evaluator.compute() if evaluator is not None else None
-    out = CocoEvalResult(metrics, sem, len(img_ids), len(results), md.version("pycocotools"),
-                         semantic_confusion=evaluator.matrix.copy() if evaluator is not None else None)
-    if progress and lead:
-        _print_summary(out)
-    if out_dir is not None and lead:
-        write_json(Path(out_dir) / "coco_results.json", results)
+    out = CocoEvalResult(metrics, sem, len(evaluated), len(results), md.version("pycocotools"),
+                         semantic_confusion=evaluator.matrix.copy() if evaluator is not None else None,
+                         skipped_images=[s[1] for s in skipped],
+                         background_synonyms=vocab.background_synonyms,
+                         background_source=vocab.background_source)
+    if options.progress and lead:
+        _print_summary(out, verbose=options.verbose, classes_file=options.classes_file)
+    if options.out_dir is not None and lead:
+        out_dir = Path(options.out_dir)
+        write_json(out_dir / "coco_results.json", results)
         report = {"task": "coco", "ann_file": str(ann_file), "image_dir": str(image_dir),
-                  "strategy": strategy, "strategy_options": options, "classes": vocab.prompts,
-                  **out.to_dict(), "config": config_to_dict(getattr(segmenter, "config", None)),
-                  "versions": collect_versions()}
-        write_json(Path(out_dir) / "metrics_coco.json", report)
+                  "strategy": options.strategy, "strategy_options": dict(options.strategy_options or {}),
+                  "scorer": options.scorer,
+                  "classes": vocab.prompts, **out.to_dict(),
+                  "config": config_to_dict(getattr(segmenter, "config", None)), "versions": collect_versions()}
+        write_json(out_dir / "metrics_coco.json", report)
     return out
 
 
-def _print_summary(result: CocoEvalResult) -> None:
-    """Headline table: AP numbers per IoU type, per-category AP, semantic mIoU."""
-    print(f"pycocotools {result.pycocotools_version}; {result.num_images} images, "
-          f"{result.num_predictions} predictions")
+def background_line(result: CocoEvalResult, classes_file: str | Path | None = None) -> str:
+    """One line saying whether a background class 0 was added, and its synonyms."""
+    if not result.background_synonyms:
+        return "background class: none (every class is a GT category)"
+    origin = ""
+    if result.background_source == "classes_file":
+        origin = f"; from the first line of {classes_file}" if classes_file else "; from the class-name file"
+    return (f"background class: added as class 0 (synonyms: {', '.join(result.background_synonyms)}"
+            f"{origin}); its pixels make no instance")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _print_summary(result: CocoEvalResult, verbose: bool = False,
+                   classes_file: str | Path | None = None) -> None:
+    """Short summary: image counts, background class, AP table, semantic mIoU; with ``verbose``
+    also the per-category AP and per-class IoU tables."""
+    skipped = len(result.skipped_images)
+    total = result.num_images + skipped
+    print(f"COCO evaluation: {_count(result.num_images, 'image')}, {_count(result.num_predictions, 'prediction')} "
+          f"(pycocotools {result.pycocotools_version})")
+    if skipped:
+        print(f"{skipped} of {total} images skipped (unreadable): "
+              + ", ".join(result.skipped_images[:5]) + (", ..." if skipped > 5 else ""))
+    print(background_line(result, classes_file))
+    print("      " + "".join(f"{k:>7}" for k in STAT_NAMES))
     for t, m in result.metrics.items():
-        print(f"{t:5s} " + "  ".join(f"{k} {v:.3f}" for k, v in m.summary().items()))
+        print(f"{t:<6}" + "".join(f"{v:7.3f}" for v in m.summary().values()))
+    if result.semantic is not None:
+        s = result.semantic
+        print(f"semantic: mIoU {s.mIoU:.2f}  aAcc {s.aAcc:.2f}  mAcc {s.mAcc:.2f} (percent)")
+    if not verbose:
+        return
     for t, m in result.metrics.items():
         width = max([8] + [len(n) for n in m.per_category])
         print(f"per-category {t} AP")

@@ -14,25 +14,30 @@ from ovdense.io.writers import write_json
 
 __all__ = ["collect_versions", "config_to_dict", "write_json"]
 
+#: Module -> the distributions that may install it (``mmengine-lite`` installs the ``mmengine``
+#: module, which is what ovdense depends on).
 _DISTRIBUTIONS = {
-    "torch": "torch",
-    "open_clip": "open_clip_torch",
-    "numpy": "numpy",
-    "pycocotools": "pycocotools",
-    "mmengine": "mmengine",
+    "torch": ("torch",),
+    "open_clip": ("open_clip_torch",),
+    "numpy": ("numpy",),
+    "pycocotools": ("pycocotools",),
+    "mmengine": ("mmengine", "mmengine-lite"),
 }
 
 
-def _version(dist_name: str) -> str | None:
-    try:
-        return md.version(dist_name)
-    except md.PackageNotFoundError:
-        return None
+def _version(*dist_names: str) -> str | None:
+    """The version of the first of ``dist_names`` that is installed (None: none is)."""
+    for name in dist_names:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return None
 
 
 def collect_versions() -> dict[str, str | None]:
     """Versions of ovdense, torch, open_clip, numpy, pycocotools, mmengine and Python."""
-    out: dict[str, str | None] = {k: _version(v) for k, v in _DISTRIBUTIONS.items()}
+    out: dict[str, str | None] = {k: _version(*v) for k, v in _DISTRIBUTIONS.items()}
     try:
         import ovdense
 

@@ -3,21 +3,30 @@
 Resumable (per-rank checkpoints of the int64 confusion matrix and the finished image ids) and
 shardable under ``torchrun`` (rank ``r`` of ``W`` takes ``samples[r::W]``; matrices are summed
 with ``all_reduce``, which is exact for integers).
+
+Each checkpoint records what the numbers depend on (:func:`eval_fingerprint`: the segmenter's
+config without ``runtime``, its classes and synonyms, its dtype); the first is written before
+the first image, another on Ctrl-C/SIGTERM. ``resume=True`` refuses a segmenter that differs
+(:class:`RunMismatchError`, naming what differs) instead of reporting the recorded numbers
+under the new config.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from ovdense.apps.folder import CONFIG_DEFAULTS, RunMismatchError, describe_differences
 from ovdense.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from ovdense.evaluation.meta import collect_versions, config_to_dict, write_json
 from ovdense.evaluation.miou import SemanticEvaluator, SemanticMetrics
 
-__all__ = ["SemanticDataset", "evaluate_semantic", "load_state", "save_state", "state_path"]
+__all__ = ["RunMismatchError", "SemanticDataset", "check_fingerprint", "config_fingerprint", "eval_fingerprint",
+           "evaluate_semantic", "load_state", "recorded_fingerprint", "save_state", "state_path"]
 
 
 class SemanticDataset(Protocol):
@@ -37,16 +46,64 @@ def state_path(out_dir: str | Path, rank: int) -> Path:
     return Path(out_dir) / f"state_rank{rank}.npz"
 
 
-def save_state(path: Path, matrix: np.ndarray, done: list[str], world_size: int, dataset: str) -> None:
-    """Atomically write a checkpoint (confusion matrix + finished image ids)."""
+def config_fingerprint(config: Any) -> Any:
+    """The part of a segmenter config that changes the numbers: all but ``runtime`` (batch sizes,
+    memory bounds), ``classes`` (compared as the class names) and entries at their default."""
+    cfg = config_to_dict(config)
+    if isinstance(cfg, dict):
+        cfg = {k: v for k, v in cfg.items()
+               if k not in ("runtime", "classes") and not (k in CONFIG_DEFAULTS and v == CONFIG_DEFAULTS[k])}
+    return json.loads(json.dumps(cfg, default=str, sort_keys=True))
+
+
+def eval_fingerprint(segmenter: Any) -> dict:
+    """What an evaluation's numbers depend on: the segmenter's config (:func:`config_fingerprint`),
+    its classes with their synonyms, and its dtype."""
+    vocab = getattr(segmenter, "vocabulary", None)
+    names = getattr(segmenter, "class_names", None) or getattr(vocab, "class_names", None) or []
+    synonyms = getattr(vocab, "synonyms", None) or [[] for _ in names]
+    classes = [[str(n), [str(x) for x in syn]] for n, syn in zip(names, synonyms)]
+    dtype = getattr(segmenter, "dtype", None)
+    return {"classes": classes, "config": config_fingerprint(getattr(segmenter, "config", None)),
+            "dtype": None if dtype is None else str(dtype)}
+
+
+def check_fingerprint(recorded: dict | None, current: dict, where: str | Path) -> None:
+    """Raise :class:`RunMismatchError` (one line naming what differs) unless ``current`` equals
+    the ``recorded`` fingerprint of the run in ``where``; only the keys of ``current`` are compared."""
+    if recorded is None:
+        raise RunMismatchError(f"cannot resume in {where}: its checkpoint records no config to check against "
+                               "(written by an older ovdense); pass --overwrite to start over")
+    diffs = describe_differences({k: recorded.get(k) for k in current}, current, defaults={})
+    if diffs:
+        raise RunMismatchError(f"cannot resume in {where}: this run differs from the recorded one in "
+                               f"{'; '.join(diffs)}; pass --overwrite to start over or choose another --out")
+
+
+def recorded_fingerprint(path: Path) -> dict | None:
+    """The fingerprint a checkpoint records (None: none, or no readable checkpoint)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "fingerprint" not in data.files:
+                return None
+            return json.loads(str(data["fingerprint"]))
+    except (OSError, ValueError):
+        return None
+
+
+def save_state(path: Path, matrix: np.ndarray, done: list[str], world_size: int, dataset: str,
+               fingerprint: dict | None = None) -> None:
+    """Atomically write a checkpoint (confusion matrix + finished image ids + what they depend on)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
+    extra = {} if fingerprint is None else {"fingerprint": np.array(json.dumps(fingerprint, sort_keys=True))}
     np.savez(
         tmp,
         matrix=matrix.astype(np.int64),
         done=np.array(done, dtype=str),
         world_size=np.int64(world_size),
         dataset=np.array(dataset),
+        **extra,
     )
     tmp.replace(path)
 
@@ -120,7 +177,8 @@ def evaluate_semantic(
         out_dir: folder for ``metrics.json``, ``confusion.npy``, checkpoints and predictions.
         save_predictions: write ``out_dir/preds/<image_id>.png`` label maps.
         progress: show a tqdm bar (rank 0 only) and print the per-class table.
-        resume: continue from ``out_dir/state_rank{r}.npz`` if present.
+        resume: continue from ``out_dir/state_rank{r}.npz`` if present; the segmenter must
+            match the recorded one (:class:`RunMismatchError` otherwise).
         checkpoint_every: checkpoint after this many images (needs ``out_dir``).
         ignore_index: ground-truth value that is not evaluated.
         report: also write pictures and a static ``report.html`` (per-class IoU bars, confusion
@@ -173,37 +231,53 @@ def _run(
     out = Path(out_dir) if out_dir is not None else None
     ckpt = state_path(out, info.rank) if out is not None else None
     done: list[str] = []
+    fingerprint = eval_fingerprint(segmenter)
+
+    def checkpoint(counts: np.ndarray | None = None, n_done: int | None = None) -> None:
+        if ckpt is not None:
+            save_state(ckpt, evaluator.counts if counts is None else counts,
+                       done if n_done is None else done[:n_done], info.world_size, dataset.name, fingerprint)
+
     if resume and ckpt is not None and ckpt.is_file():
+        check_fingerprint(recorded_fingerprint(ckpt), fingerprint, out)  # before anything is predicted
         matrix, done = load_state(ckpt, num_classes, info.world_size, dataset.name)
         evaluator.add_matrix(matrix)
+    else:
+        checkpoint()  # what the numbers depend on, recorded before the first image
     done_set = set(done)
     mine = [s for s in samples[info.rank :: info.world_size] if str(s.image_id) not in done_set]
     class_names: list[str] | None = None
     tracker = _ReportTracker(report_worst) if report_dir is not None else None
     start = time.perf_counter()
     bar = tqdm(mine, disable=not progress or info.rank != 0, desc=f"eval {dataset.name}")
-    for n, sample in enumerate(bar, start=1):
-        result = segmenter.predict(str(sample.image_path), return_scores=False)
-        if class_names is None:
-            class_names = _class_names(segmenter, result, num_classes)
-        gt = dataset.load_gt(sample.gt_path)
-        label_map = np.asarray(result.label_map)
-        if label_map.shape != gt.shape:
-            raise ValueError(
-                f"{sample.image_id}: prediction {label_map.shape} and ground truth {gt.shape} differ; "
-                "predictions must be resized to the original image size"
-            )
-        contribution = evaluator.update(label_map, gt)
-        if tracker is not None:
-            tracker.add(sample, contribution, label_map, result)
-        done.append(str(sample.image_id))
-        if save_predictions and out is not None:
-            _save_prediction(label_map, out / "preds" / f"{sample.image_id}.png", num_classes)
-        if ckpt is not None and checkpoint_every > 0 and n % checkpoint_every == 0:
-            save_state(ckpt, evaluator.counts, done, info.world_size, dataset.name)
+    consistent = (evaluator.counts.copy(), len(done))  # counts and done ids that belong together
+    try:
+        for n, sample in enumerate(bar, start=1):
+            result = segmenter.predict(str(sample.image_path), return_scores=False)
+            if class_names is None:
+                class_names = _class_names(segmenter, result, num_classes)
+            gt = dataset.load_gt(sample.gt_path)
+            label_map = np.asarray(result.label_map)
+            if label_map.shape != gt.shape:
+                raise ValueError(
+                    f"{sample.image_id}: prediction {label_map.shape} and ground truth {gt.shape} differ; "
+                    "predictions must be resized to the original image size"
+                )
+            contribution = evaluator.update(label_map, gt)
+            if tracker is not None:
+                tracker.add(sample, contribution, label_map, result)
+            done.append(str(sample.image_id))
+            if save_predictions and out is not None:
+                _save_prediction(label_map, out / "preds" / f"{sample.image_id}.png", num_classes)
+            if checkpoint_every > 0 and n % checkpoint_every == 0:
+                checkpoint()
+            if ckpt is not None:
+                consistent = (evaluator.counts.copy(), len(done))
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM where the command line makes it one: keep the work
+        checkpoint(*consistent)  # as of the last finished image (the signal may land between two updates)
+        raise
     elapsed = time.perf_counter() - start
-    if ckpt is not None:
-        save_state(ckpt, evaluator.counts, done, info.world_size, dataset.name)
+    checkpoint()
     total = all_reduce_sum(evaluator.counts, info)  # (C, C + 1): last column UNLABELLED
     if class_names is None:
         seg_names = getattr(segmenter, "class_names", None)

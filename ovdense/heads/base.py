@@ -34,12 +34,24 @@ class Head(nn.Module):
             whose outputs :meth:`forward` reads from ``aux``.
         taps: indices of CLIP blocks whose output tokens :meth:`forward` reads from
             ``view.taps`` (e.g. ``(-3,)`` for CLIP-DINOiser's intermediate layer).
+        extras: names of the per-window maps the head puts in ``DenseFeatures.extras``
+            (e.g. a background map); later stages read them as ``ImageContext.canvas(name)``
+            or ``band.map(name)`` and may declare them in their own ``requires``.
     """
 
     keep_residual: bool = True
     keep_ffn: bool = True
     requires: Tuple[str, ...] = ()
     taps: Tuple[int, ...] = ()
+    extras: Tuple[str, ...] = ()
+
+    def output_grid(self, window_size: Tuple[int, int], backbone: CLIPBackbone,
+                    providers: Optional[Mapping[str, torch.nn.Module]] = None) -> Tuple[int, int]:
+        """The grid ``(h, w)`` of the features this head returns for windows of ``window_size``
+        pixels: CLIP's patch grid unless the head says otherwise (a head that works on a DINO
+        provider's grid returns that grid; ``providers`` are the configured ones by name)."""
+        ph, pw = backbone.patch_size
+        return window_size[0] // ph, window_size[1] // pw
 
     def mix(self, view: BlockView, aux: Optional[Mapping[str, torch.Tensor]] = None) -> torch.Tensor:
         """Return the attended values ``[B, heads, N, d]`` (attention weights times ``v``)."""

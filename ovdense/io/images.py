@@ -15,6 +15,13 @@ import numpy as np
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 EXIF_ORIENTATION = 0x0112  # the EXIF tag ImageOps.exif_transpose reads
 
+#: The smallest short side (pixels) of an input image.
+MIN_IMAGE_SIDE = 2
+#: The largest long side / short side of an input image. Resizing keeps the aspect ratio and
+#: caps the long side (2048 px at the default scale), so a 100:1 strip becomes 2048 x 20 px,
+#: still more than one row of 14 or 16 px ViT patches; a 1000:1 one would keep 2 px.
+MAX_ASPECT_RATIO = 100.0
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2")
 
 ImageInput = Union[str, os.PathLike, np.ndarray, "PIL.Image.Image"]  # noqa: F821
@@ -22,6 +29,23 @@ ImageInput = Union[str, os.PathLike, np.ndarray, "PIL.Image.Image"]  # noqa: F82
 
 class ImageLoadError(ValueError):
     """An image could not be read or has an unsupported layout; the message names it."""
+
+
+def check_image_geometry(height: int, width: int, name: str = "image") -> None:
+    """Refuse an image too thin to segment: short side below :data:`MIN_IMAGE_SIDE` px, or
+    long / short side above :data:`MAX_ASPECT_RATIO` (resized for CLIP, its short side would
+    round to a few pixels, or to none). One :class:`ImageLoadError` names the image and every
+    problem."""
+    short, long = min(height, width), max(height, width)
+    problems = []
+    if short < MIN_IMAGE_SIDE:
+        problems.append(f"its short side is {short} px, below the {MIN_IMAGE_SIDE} px minimum")
+    if short > 0 and long / short > MAX_ASPECT_RATIO:
+        problems.append(f"its aspect ratio {long / short:.0f}:1 is above the {MAX_ASPECT_RATIO:.0f}:1 limit "
+                        f"(resized for CLIP its short side would shrink to a few pixels or none)")
+    if problems:
+        raise ImageLoadError(f"{name}: image of {height}x{width} px (HxW) is too thin to segment: "
+                             f"{'; '.join(problems)}; crop or pad it first")
 
 
 def _from_file(path: str) -> np.ndarray:
@@ -99,16 +123,23 @@ def load_image(image: ImageInput, bgr: bool = False) -> np.ndarray:
 
     Raises:
         ImageLoadError: one line naming the input and the problem (missing or corrupt
-            file, unsupported shape or dtype, float values outside [0, 1], NaN or inf).
+            file, unsupported shape or dtype, float values outside [0, 1], NaN or inf, an
+            image too thin to segment: see :func:`check_image_geometry`).
     """
     if isinstance(image, (str, os.PathLike)):
-        return _from_file(os.fspath(image))
-    if isinstance(image, np.ndarray):
-        return _from_array(image, bgr, "array")
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow is a dependency
-        Image = None
-    if Image is not None and isinstance(image, Image.Image):
-        return _from_pil(image)
-    raise ImageLoadError(f"unsupported image input of type {type(image).__name__}")
+        name = os.fspath(image)
+        rgb = _from_file(name)
+    elif isinstance(image, np.ndarray):
+        name = "array"
+        rgb = _from_array(image, bgr, name)
+    else:
+        try:
+            from PIL import Image
+        except ImportError:  # pragma: no cover - Pillow is a dependency
+            Image = None
+        if Image is None or not isinstance(image, Image.Image):
+            raise ImageLoadError(f"unsupported image input of type {type(image).__name__}")
+        name = "PIL image"
+        rgb = _from_pil(image)
+    check_image_geometry(rgb.shape[0], rgb.shape[1], name)
+    return rgb

@@ -15,8 +15,9 @@ def list_proposal_sources():
 
 
 def build_instances(result: Any, strategy: str = "connected_components", **options: Any) -> Detections:
-    """Instances of a semantic result with the proposal source ``strategy`` (built with ``options``)."""
-    return build(PROPOSALS, dict(type=strategy, **options))(result)
+    """Instances of a semantic result with a proposal source that reads only the result
+    (``strategy``, built with ``options``); the :class:`~ovdense.detector.Detector` runs any source."""
+    return build(PROPOSALS, dict(type=strategy, **options))(None, None, result=result)
 
 
 __all__ = ["PROPOSALS", "ProposalSource", "build_instances", "list_proposal_sources"]

@@ -1,7 +1,7 @@
 """Instances from a semantic result: one per connected component of each class."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -23,15 +23,20 @@ class ConnectedComponents(ProposalSource):
         connectivity: 8 (default) or 4.
     """
 
+    needs_result = True
+
     def __init__(self, min_area: int = 0, connectivity: int = 8) -> None:
         if connectivity not in (4, 8):
             raise ValueError(f"connected_components: connectivity must be 4 or 8, got {connectivity}")
         self.min_area = int(min_area)
         self.connectivity = int(connectivity)
 
-    def __call__(self, result: Any) -> Detections:
+    def __call__(self, context: Any = None, vocabulary: Any = None, result: Optional[Any] = None) -> Detections:
+        """Instances of ``result``'s label map (``context`` and ``vocabulary`` are not read)."""
         import cv2
 
+        if result is None:
+            raise ValueError("connected_components reads the semantic result: call it with result=...")
         label_map = np.asarray(result.label_map)
         names = list(result.class_names)
         h, w = label_map.shape

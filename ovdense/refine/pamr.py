@@ -158,8 +158,9 @@ class PAMR(Refiner):
         # dilation, twice) and a few 3-channel maps (streamed, see pamr_affinity)
         return 3 * num_maps + 16 * len(self.dilations) + 24
 
-    def forward(self, logits: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
-        return pamr(guide[None], logits[None], self.steps, self.dilations)[0]
+    def forward(self, logits: torch.Tensor, band) -> torch.Tensor:
+        """Refine ``[Q, h, W]`` logits with the band's normalised image rows (``band.guide``)."""
+        return pamr(self.band_of(band).guide[None], logits[None], self.steps, self.dilations)[0]
 
     def extra_repr(self) -> str:
         return f"steps={self.steps}, dilations={self.dilations}"

@@ -210,7 +210,8 @@ class SyntheticWorld:
         return np.random.default_rng([self.seed, int(index), stream, self.image_size])
 
     # ------------------------------------------------------------------ composition
-    def _background(self, rng: np.random.Generator, kinds: Sequence[int]) -> Tuple[np.ndarray, List[Tuple[int, np.ndarray]]]:
+    def _background(self, rng: np.random.Generator,
+                    kinds: Sequence[int]) -> Tuple[np.ndarray, List[Tuple[int, np.ndarray]]]:
         size = self.image_size
         if len(kinds) == 1:
             img = _texture(kinds[0], size, rng)

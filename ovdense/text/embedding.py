@@ -7,15 +7,21 @@ repeated class list costs nothing and a new one only encodes its new queries.
 
 An embedder may be shared by threads: its cache is guarded by a lock, and the text tower
 runs outside it.
+
+Encoding a long vocabulary shows a progress bar; ``TextEmbedder(progress=False)`` hides it, and
+``with text_progress(False):`` hides it for the embedders that do not say (what ``--quiet``
+does around a command's model build, where the embedder is made inside the segmenter).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import logging
 import os
 import tempfile
 import threading
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +30,20 @@ from ..backbones.clip import CLIPBackbone
 from .templates import TemplateSpec, resolve_templates
 
 logger = logging.getLogger(__name__)
+
+
+_PROGRESS: "contextvars.ContextVar[bool]" = contextvars.ContextVar("ovdense_text_progress", default=True)
+
+
+@contextlib.contextmanager
+def text_progress(enabled: bool) -> Iterator[None]:
+    """Within the block, embedders made with ``progress=None`` (the default) show their
+    encoding bar only if ``enabled``."""
+    token = _PROGRESS.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
 
 
 def default_cache_dir() -> str:
@@ -41,11 +61,15 @@ class TextEmbedder:
         cache_dir: directory of the disk cache; None = :func:`default_cache_dir`, ``""`` =
             memory only.
         batch_size: prompts per text-encoder call.
+        progress: show a bar while encoding (only when it takes 4 batches or more); None:
+            as :func:`text_progress` says where the encoding runs (shown by default).
     """
 
     def __init__(self, backbone: CLIPBackbone, templates: TemplateSpec = "openai80",
-                 cache_dir: Optional[str] = None, batch_size: int = 256) -> None:
+                 cache_dir: Optional[str] = None, batch_size: int = 256,
+                 progress: Optional[bool] = None) -> None:
         self.backbone = backbone
+        self.progress = progress
         self.templates = resolve_templates(templates)
         self.cache_dir = default_cache_dir() if cache_dir is None else (cache_dir or None)
         self.batch_size = int(batch_size)
@@ -106,8 +130,9 @@ class TextEmbedder:
 
         starts = range(0, len(prompts), self.batch_size)
         # long vocabularies take minutes on CPU (80 templates per query): show progress
+        show = _PROGRESS.get() if self.progress is None else self.progress
         bar = tqdm(starts, desc=f"text ({len(queries)} queries x {len(self.templates)} templates)", unit="batch",
-                   disable=len(starts) < 4, leave=False)
+                   disable=not show or len(starts) < 4, leave=False)
         chunks = [self.backbone.encode_text(prompts[i:i + self.batch_size]).float() for i in bar]
         emb = F.normalize(torch.cat(chunks), dim=-1).reshape(len(queries), len(self.templates), -1)
         return F.normalize(emb.mean(dim=1), dim=-1)

@@ -2,7 +2,7 @@
 
 A vocabulary maps *queries* (strings sent to the text encoder) to *classes*: every
 synonym is its own query, and a class scores the max over its queries inside the joint
-softmax (methods.md section 1). The name-file format of the reference methods is one
+softmax. The name-file format of the reference methods is one
 class per line with synonyms separated by ``", "`` (SCLIP, NACLIP) or ``"; "``
 (ProxyCLIP, Trident); both are read here.
 """
@@ -98,37 +98,84 @@ def read_name_file(path: Union[str, os.PathLike]) -> List[List[str]]:
     return groups
 
 
+def _is_name_file(classes: Union[str, os.PathLike]) -> bool:
+    """A single string or path names a class-name file when it is an existing file, when
+    it is an ``os.PathLike``, or when it ends in ``.txt`` (then a missing file is an error,
+    not a class called ``"x.txt"``)."""
+    if not isinstance(classes, str):
+        return True
+    return os.path.isfile(classes) or classes.strip().lower().endswith(".txt")
+
+
+def _synonym_list(item: object, where: str) -> List[str]:
+    """One class (or the background) given as a list of synonyms; refuses None and non-strings."""
+    if isinstance(item, (bytes, bytearray)) or not hasattr(item, "__iter__"):
+        raise ValueError(f"{where} is {item!r} ({type(item).__name__}): a class is a string such as "
+                         f"'dog, puppy' or a list of synonym strings")
+    out = []
+    item = list(item)
+    for j, syn in enumerate(item):
+        if not isinstance(syn, str):
+            raise ValueError(f"{where}, synonym {j} is {syn!r} ({type(syn).__name__}), not a string "
+                             f"(in {item!r})")
+        out.append(syn)
+    return out
+
+
+def _class_groups(classes: object) -> List[List[str]]:
+    """The synonym groups of ``classes`` (see :func:`build_vocabulary` for the accepted forms)."""
+    if classes is None:
+        raise ValueError("classes is None: give a name-file path, one class line such as 'dog, puppy', "
+                         "or a list of classes")
+    if isinstance(classes, (str, os.PathLike)):
+        if _is_name_file(classes):
+            return read_name_file(classes)
+        return [split_synonyms(classes)]
+    if isinstance(classes, (bytes, bytearray)) or not hasattr(classes, "__iter__"):
+        raise ValueError(f"classes is {classes!r} ({type(classes).__name__}): give a name-file path, one class "
+                         f"line, or a list of classes")
+    groups = []
+    for i, item in enumerate(classes):
+        where = f"class {i}"
+        if isinstance(item, str):
+            groups.append(split_synonyms(item))
+        else:
+            groups.append(_synonym_list(item, where))
+    return groups
+
+
 def build_vocabulary(
     classes: ClassSpec,
     background: Optional[Union[str, Sequence[str]]] = None,
 ) -> Vocabulary:
     """Build a :class:`Vocabulary`.
 
+    The rule for a single string: a string that is the path of an existing file (or ends in
+    ``.txt``; a missing ``.txt`` file raises ``FileNotFoundError``) is a class-name file, one
+    class per line. Any other single string is ONE class line, synonyms separated by ``", "``
+    (or ``"; "``), exactly like one element of a list: ``"dog, puppy"`` and ``["dog, puppy"]``
+    both give the class ``dog`` with the synonym ``puppy``. Several classes need a list
+    (``["cat", "dog, puppy"]``) or a name file.
+
     Args:
-        classes: a name-file path; a list whose items are names, synonym strings
-            (``"person, man, woman"``) or lists of synonyms; or one comma-separated string
-            of class names (``"cat, dog"`` gives two classes; use a list for synonyms).
+        classes: a name-file path (``str`` or ``os.PathLike``); one class line; or a list
+            whose items are class lines (``"person, man, woman"``) or lists of synonyms
+            (``["person", "man", "woman"]``).
         background: optional background line (a synonym string or list), prepended as
             class 0. A name file whose first line is already the background keeps it as is;
             say so with ``background="first"``.
+
+    Raises:
+        ValueError: an entry that is not a string or a list of strings (``None`` included),
+            naming the entry and its position; an empty vocabulary, an empty class or two
+            classes with the same name.
+        FileNotFoundError: a name file that does not exist.
     """
     has_bg = background is not None
-    if isinstance(classes, (str, os.PathLike)) and (
-        os.path.isfile(os.fspath(classes)) or str(classes).endswith(".txt")
-    ):
-        groups = read_name_file(classes)
-    elif isinstance(classes, str):
-        groups = [[name] for name in split_synonyms(classes)]
-    else:
-        groups = []
-        for item in classes:
-            if isinstance(item, str):
-                groups.append(split_synonyms(item))
-            else:
-                groups.append([str(s) for s in item])
+    groups = _class_groups(classes)
     if isinstance(background, str) and background == "first":
         return Vocabulary.from_synonyms(groups, has_background=True)
     if has_bg:
-        bg = split_synonyms(background) if isinstance(background, str) else list(background)
+        bg = split_synonyms(background) if isinstance(background, str) else _synonym_list(background, "background")
         groups = [bg] + groups
     return Vocabulary.from_synonyms(groups, has_background=has_bg)

@@ -245,11 +245,13 @@ def _semantic_sections(folder: Path, metrics: Any, confusion: Optional[np.ndarra
         "are left out of the means)</div>"]
     iou = np.asarray(metrics.iou, dtype=np.float64)
     bars = iou_bar_chart(iou, class_names, folder / "per_class_iou.png", miou=metrics.mIoU)
-    body.append(f"<h2>Per-class IoU</h2><figure><a href=\"{_esc(_rel(bars, folder))}\"><img src=\"{_esc(_rel(bars, folder))}\" "
+    bars_src = _esc(_rel(bars, folder))
+    body.append(f"<h2>Per-class IoU</h2><figure><a href=\"{bars_src}\"><img src=\"{bars_src}\" "
                 "alt=\"per-class IoU\"></a></figure>")
     if confusion is not None:
         conf = confusion_image(confusion, class_names, folder / "confusion.png")
-        body.append(f"<h2>Confusion matrix</h2><figure><a href=\"{_esc(_rel(conf, folder))}\"><img src=\"{_esc(_rel(conf, folder))}\" "
+        conf_src = _esc(_rel(conf, folder))
+        body.append(f"<h2>Confusion matrix</h2><figure><a href=\"{conf_src}\"><img src=\"{conf_src}\" "
                     "alt=\"confusion matrix\"></a><figcaption>rows: ground truth (each row sums to 100 %), "
                     "columns: prediction</figcaption></figure>")
         body.append(_top_confusions(np.asarray(confusion), class_names, top_confusions))

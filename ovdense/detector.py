@@ -1,0 +1,104 @@
+"""Instances and boxes for any class names: a segmenter, a proposal source and a region scorer.
+
+    image -> OVSegmenter.encode_image -> ImageContext
+          -> [OVSegmenter.predict -> SegmentationResult]     only if a stage reads it
+          -> proposal source (PROPOSALS)  -> Detections (classified or class-agnostic)
+          -> region scorer (SCORERS)      -> Detections (classified, background dropped)
+
+The COCO evaluator and ``ovdense detect``-style tools call :meth:`Detector.detect`; a new
+proposal source or scorer is one file plus its registration.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+from .io.images import ImageInput
+from .predictor import OVSegmenter
+from .registry import PROPOSALS, SCORERS, build, get
+from .structures import Detections, EncodedVocabulary, ImageContext, SegmentationResult
+
+
+class Detector:
+    """Open-vocabulary instances of one image at a time.
+
+    Args:
+        segmenter: the :class:`~ovdense.predictor.OVSegmenter` whose features, vocabulary and
+            decoder the stages use.
+        proposals: a proposal source: name, ``dict(type=name, **kwargs)`` of ``PROPOSALS``, or
+            a built one (default: connected components of the semantic label map).
+        scorer: a region scorer (``SCORERS``: ``"mask_pooling"``) or None. Needed when the
+            proposals are class-agnostic; ``logit_scale`` defaults to the segmenter's decoder.
+        min_confidence: drop detections whose confidence is lower.
+
+    Example::
+
+        det = ovdense.Detector(seg, proposals=dict(type="connected_components", min_area=50))
+        dets = det.detect("street.jpg", vocabulary=["car", "person"])   # Detections
+    """
+
+    def __init__(self, segmenter: OVSegmenter, proposals: Union[str, Mapping[str, Any], Any] = "connected_components",
+                 scorer: Union[str, Mapping[str, Any], Any, None] = None, min_confidence: float = 0.0) -> None:
+        self.segmenter = segmenter
+        self.source = build(PROPOSALS, proposals)
+        self.scorer = None if scorer is None else build(SCORERS, scorer, **self._scorer_defaults(scorer))
+        self.min_confidence = float(min_confidence)
+        known = set(segmenter.features) | set(getattr(segmenter.head, "extras", ()))
+        missing = [n for n in self.requires if n not in known]
+        if missing:
+            raise ValueError(f"the detector's stages read {missing}, which the segmenter neither computes "
+                             f"(features=...) nor gets from its head")
+
+    def _scorer_defaults(self, spec: Any) -> dict:
+        name = spec if isinstance(spec, str) else (spec.get("type") if isinstance(spec, Mapping) else None)
+        if name is None:
+            return {}
+        params = inspect.signature(get(SCORERS, name)).parameters
+        return {"logit_scale": self.segmenter.decoder.logit_scale} if "logit_scale" in params else {}
+
+    @property
+    def requires(self) -> Tuple[str, ...]:
+        stages = [self.source] + ([self.scorer] if self.scorer is not None else [])
+        return tuple(sorted({n for s in stages for n in getattr(s, "requires", ())}))
+
+    @property
+    def needs_result(self) -> bool:
+        return bool(getattr(self.source, "needs_result", False) or getattr(self.scorer, "needs_result", False))
+
+    def detect(self, image: Union[ImageInput, ImageContext],
+               vocabulary: Union[EncodedVocabulary, Any, None] = None, *, return_result: bool = False,
+               bgr: bool = False) -> Union[Detections, Tuple[Detections, Optional[SegmentationResult]]]:
+        """Detections of ``image`` (a path, PIL image, uint8 RGB array or an ImageContext) for
+        ``vocabulary`` (default: the segmenter's classes).
+
+        ``return_result=True`` returns ``(detections, result)`` with the semantic result
+        (computed, with scores, even when no stage reads it).
+        """
+        seg = self.segmenter
+        encoded = seg.resolve_vocabulary(vocabulary)
+        if isinstance(image, ImageContext):
+            context = image
+        else:
+            window = [n for n in self.requires if n in seg.features]
+            context = seg.encode_image(image, bgr=bgr, requires=window)
+        result = None
+        if self.needs_result or return_result:
+            result = seg.predict(context, vocabulary=encoded, return_scores=True)
+        dets = self.source(context, encoded, result)
+        if self.scorer is not None:
+            dets = self.scorer(dets, context, encoded, result)
+        elif len(dets) and (np.asarray(dets.class_id) < 0).any():
+            raise ValueError(f"{type(self.source).__name__} gives class-agnostic proposals: give the Detector a "
+                             f"scorer (e.g. scorer='mask_pooling')")
+        if self.min_confidence > 0:
+            dets = dets[dets.confidence >= self.min_confidence]
+        return (dets, result) if return_result else dets
+
+    __call__ = detect
+
+    def __repr__(self) -> str:
+        scorer = type(self.scorer).__name__ if self.scorer else None
+        return (f"Detector(proposals={type(self.source).__name__}, scorer={scorer}, "
+                f"min_confidence={self.min_confidence})")
