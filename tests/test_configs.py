@@ -17,13 +17,45 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 TINY_CLIP = REPO / "tests" / "fixtures" / "goldens" / "tiny_openai_clip.pt"
 
-HEADS = ("maskclip", "sclip", "clearclip", "naclip", "vanilla")
+HEADS = ("maskclip", "sclip", "clearclip", "naclip", "vanilla", "proxyclip")
 NUM_CLASSES = {"voc21": 21, "voc20": 20, "context60": 60, "context59": 59, "coco_object": 81,
                "coco_stuff164k": 171, "cityscapes": 19, "ade20k": 150}
 WITH_BACKGROUND = {"voc21", "context60", "coco_object"}
 
 LEAVES = sorted(p for p in CONFIGS.rglob("*.py") if "_base_" not in p.parts)
 BASES = sorted((CONFIGS / "_base_").glob("*.py"))
+
+#: Tiny stand-ins for the feature providers of the shipped configs, by patch size (the configs
+#: name local checkpoints the tests never read).
+TINY_PROVIDERS = {
+    8: dict(type="timm_vit", model_name="vit_small_patch8_224",
+            model_kwargs=dict(depth=2, embed_dim=32, num_heads=2)),
+    16: dict(type="timm_vit", model_name="vit_small_patch16_224",
+             model_kwargs=dict(depth=2, embed_dim=48, num_heads=2)),
+}
+
+
+def _tiny_features(features):
+    """A config's ``features`` with every provider replaced by a tiny one of the same patch size
+    (and the same ``pos_interp``), built from random weights."""
+    out = {}
+    for name, spec in (features or {}).items():
+        assert spec["type"] == "timm_vit", f"no tiny stand-in for provider type {spec['type']!r}"
+        patch = int(spec["model_name"].split("patch")[1].split("_")[0])
+        tiny = dict(TINY_PROVIDERS[patch])
+        if "pos_interp" in spec:
+            tiny["pos_interp"] = spec["pos_interp"]
+        out[name] = tiny
+    return out
+
+
+def _tiny_kwargs(cfg):
+    """segmenter_kwargs of a config, without the backbone and with tiny providers."""
+    kwargs = segmenter_kwargs(cfg)
+    kwargs.pop("backbone")
+    if "features" in kwargs:
+        kwargs["features"] = _tiny_features(kwargs["features"])
+    return kwargs
 
 
 def _rel(path: Path) -> str:
@@ -104,9 +136,7 @@ def test_build_and_predict_per_head(head, tiny_backbone):
     # VOC21 exercises background + synonyms (+ area rule, PAMR, whole image, padding per head).
     path = CONFIGS / head / f"{head}_voc21.py"
     cfg = load_config(path)
-    kwargs = segmenter_kwargs(cfg)
-    kwargs.pop("backbone")
-    seg = ovdense.OVSegmenter(**kwargs, backbone=tiny_backbone, device="cpu")
+    seg = ovdense.OVSegmenter(**_tiny_kwargs(cfg), backbone=tiny_backbone, device="cpu")
     names = resolve_names_path(cfg["classes"]["names"], cfg)
     bg = cfg["classes"]["background"]
     q = ovdense.build_vocabulary(names, bg).num_queries
@@ -121,9 +151,7 @@ def test_build_and_predict_per_head(head, tiny_backbone):
 
 @pytest.mark.parametrize("path", LEAVES, ids=_rel)
 def test_every_leaf_builds(path, tiny_backbone):
-    kwargs = segmenter_kwargs(load_config(path))
-    kwargs.pop("backbone")
-    seg = ovdense.OVSegmenter(**kwargs, backbone=tiny_backbone, device="cpu")
+    seg = ovdense.OVSegmenter(**_tiny_kwargs(load_config(path)), backbone=tiny_backbone, device="cpu")
     assert seg.preprocessor.scale is not None
 
 
@@ -167,7 +195,7 @@ def test_mean_and_std_follow_the_weights(tiny_backbone):
 
 OFFICIAL_REPOS = {"maskclip": "https://github.com/chongzhou96/MaskCLIP", "sclip": "https://github.com/wangf3014/SCLIP",
                   "clearclip": "https://github.com/mc-lan/ClearCLIP", "naclip": "https://github.com/sinahmr/NACLIP",
-                  "vanilla": "https://github.com/wangf3014/SCLIP"}
+                  "vanilla": "https://github.com/wangf3014/SCLIP", "proxyclip": "https://github.com/mc-lan/ProxyCLIP"}
 
 
 def test_configs_refer_to_nothing_outside_the_repository():
@@ -192,3 +220,74 @@ def test_every_config_names_its_paper_and_official_repository(path):
     header = "\n".join(header)
     assert OFFICIAL_REPOS[head] in header, _rel(path)
     assert "ECCV 2022" in header or "ECCV 2024" in header or "WACV 2025" in header, _rel(path)
+
+
+PROXYCLIP_THRESHOLDS = {"voc21": 0.2, "context60": 0.15, "coco_object": 0.25}
+
+
+@pytest.mark.parametrize("dataset", sorted(NUM_CLASSES))
+def test_proxyclip_configs_follow_the_official_protocol(dataset):
+    """mc-lan/ProxyCLIP configs/cfg_*.py + proxyclip_segmentor.py defaults: DINO ViT-B/8 proxy
+    (official position interpolation), crop 336 / stride 112 (Cityscapes 224 / 112) padded to 56,
+    short side 336 (ADE20K, Cityscapes 448), scale 40, prob_thd as the background threshold."""
+    cfg = load_config(CONFIGS / "proxyclip" / f"proxyclip_{dataset}.py")
+    kw = segmenter_kwargs(cfg)
+    assert kw["head"] == dict(type="proxyclip", beta=1.2, gamma=3.0)
+    assert kw["backbone"]["pos_interp"] == "scale_factor"
+    vfm = kw["features"]["vfm"]
+    assert vfm["type"] == "timm_vit" and vfm["model_name"] == "vit_base_patch8_224.dino"
+    assert vfm["pos_interp"] == "dino" and vfm["weights"] == "checkpoints/dino_vitbase8_pretrain.pth"
+    assert kw["preprocess"]["short_side"] == (448 if dataset in ("ade20k", "cityscapes") else 336)
+    crop = 224 if dataset == "cityscapes" else 336
+    assert kw["windows"] == dict(crop=crop, stride=112, pad_to=56)
+    assert kw["text_encoder"]["templates"] == "openai80" and kw["refiners"] == []
+    assert kw["decode"] == dict(logit_scale=40.0, background_threshold=PROXYCLIP_THRESHOLDS.get(dataset, 0.0),
+                                area_threshold=None, renormalize=False)
+
+
+def test_proxyclip_name_files():
+    """ProxyCLIP's own lists where they differ from SCLIP's: plain person / tvmonitor, and a
+    17-word COCO-Object background."""
+    names = CONFIGS / "names"
+    voc21, voc20 = read_name_file(names / "cls_voc21_proxyclip.txt"), read_name_file(names / "cls_voc20_proxyclip.txt")
+    assert voc21[0] == read_name_file(names / "cls_voc21.txt")[0] and voc21[1:] == voc20
+    assert voc20[14] == ["person"] and voc20[19] == ["tvmonitor"]
+    sclip20 = read_name_file(names / "cls_voc20.txt")
+    others = [g for i, g in enumerate(voc20) if i not in (14, 19)]
+    assert others == [g for i, g in enumerate(sclip20) if i not in (14, 19)]
+    obj = read_name_file(names / "cls_coco_object_proxyclip.txt")
+    assert len(obj[0]) == 17 and obj[0][-1] == "rail" and obj[1] == ["person"]
+    assert obj[2:] == read_name_file(names / "cls_coco_object.txt")[2:]
+
+
+@pytest.mark.parametrize("size", [(336, 336), (300, 336), (336, 301), (250, 100), (224, 224), (57, 55)])
+def test_windows_padding_is_proxyclip_compute_padsize(size):
+    """ovdense's centred padding (pad_to=56) equals the official ``compute_padsize(H, W, 56)``."""
+    from ovdense.ops.windows import SlidingWindows
+
+    def compute_padsize(h, w, p):  # the official rule, restated
+        lr = p - w % p if w % p else 0
+        tb = p - h % p if h % p else 0
+        return lr // 2, lr - lr // 2, tb // 2, tb - tb // 2
+
+    _, pad = SlidingWindows(crop=336, stride=112, pad_to=56).plan(size)
+    assert pad == compute_padsize(min(size[0], 336), min(size[1], 336), 56)
+
+
+def test_proxyclip_is_listed_and_builds_from_config():
+    """``ovdense configs`` lists them; from_config builds the VOC21 one (classes and all) with a tiny
+    random CLIP (real tokenizer) and a tiny provider in place of the DINO checkpoint."""
+    from conftest import TINY_CONFIG
+    from ovdense.config import list_configs
+
+    listed = list_configs()
+    assert "_base_/proxyclip" in listed
+    assert {f"proxyclip_{d}" for d in NUM_CLASSES} <= set(listed)
+    torch.manual_seed(0)
+    seg = ovdense.OVSegmenter.from_config(str(CONFIGS / "proxyclip" / "proxyclip_voc21.py"),
+                                          backbone=dict(clip_model=str(TINY_CONFIG), pretrained=None),
+                                          features=dict(vfm=dict(TINY_PROVIDERS[8], pos_interp="dino")), device="cpu")
+    assert seg.features["vfm"].pos_interp == "dino"
+    assert seg.vocabulary.num_classes == 21 and seg.vocabulary.num_queries == 26 + 20
+    label = np.asarray(seg.predict(np.zeros((40, 50, 3), np.uint8)).label_map)
+    assert label.shape == (40, 50) and label.max() < 21

@@ -59,18 +59,17 @@ def synthetic_dino() -> dict:
 def synthetic_providers(*stages) -> dict:
     """A provider for every name the stages (heads, refiners, decoder rules, proposal sources;
     built objects or registry specs) ``require``: the tiny DINO fixture for each."""
-    from ovdense.registry import DECODE_RULES, HEADS, PROPOSALS, REFINERS, SCORERS, get
+    from ovdense.registry import DECODE_RULES, HEADS, PROPOSALS, REFINERS, SCORERS, build
 
     wanted = set()
     for stage in stages:
-        if isinstance(stage, (str, dict)):
+        if isinstance(stage, (str, dict)):  # built, since a stage may set `requires` per instance
             name = stage if isinstance(stage, str) else stage["type"]
             for registry in (HEADS, REFINERS, DECODE_RULES, PROPOSALS, SCORERS):
-                try:
-                    stage = get(registry, name)
+                registry.import_from_location()
+                if name in registry.module_dict:
+                    stage = build(registry, stage)
                     break
-                except KeyError:
-                    continue
         wanted.update(getattr(stage, "requires", ()))
     return {name: synthetic_dino() for name in sorted(wanted)}
 

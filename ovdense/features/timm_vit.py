@@ -6,9 +6,17 @@ built with ``pretrained=False`` and the weights come from the local file (offici
 checkpoints, timm checkpoints and ``.safetensors`` are read; timm's own key conversion
 for ViTs is applied). The normalisation is the model's own (timm ``pretrained_cfg`` mean
 and std), applied to the uint8 windows.
+
+``pos_interp`` picks how the position embedding is resized to other window sizes: ``"timm"``
+(timm's ``resample_abs_pos_embed``: bicubic to the target grid, antialiased) or ``"dino"``
+(the official DINO ``interpolate_pos_encoding``: bicubic with
+``scale_factor = (H // p + 0.1) / sqrt(N), (W // p + 0.1) / sqrt(N)``, no antialiasing, and no
+resize at all when the grid has N positions and the window is square). The two agree at the
+checkpoint's own size and differ by a few 1e-2 on 336-pixel windows.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
@@ -59,12 +67,20 @@ class TimmViTFeatures(FeatureProvider):
         input_size: resize the windows to this ``(H, W)`` first (bicubic); None keeps their
             size, cropped down to a multiple of the patch size.
         model_kwargs: extra ``timm.create_model`` arguments (tests build tiny models).
+        pos_interp: ``"timm"`` (timm's resize of the position embedding to the target grid) or
+            ``"dino"`` (the official DINO ``interpolate_pos_encoding`` formula, for parity with
+            methods that load DINO through ``torch.hub``; needs a square grid of position
+            embeddings).
     """
+
+    POS_INTERP = ("timm", "dino")
 
     def __init__(self, model_name: str = "vit_base_patch16_224.dino", weights: Optional[str] = None,
                  layer: int = -1, norm: bool = True, input_size: Optional[Sequence[int]] = None,
-                 model_kwargs: Optional[Mapping[str, Any]] = None) -> None:
+                 model_kwargs: Optional[Mapping[str, Any]] = None, pos_interp: str = "timm") -> None:
         super().__init__()
+        if pos_interp not in self.POS_INTERP:
+            raise ValueError(f"timm_vit: pos_interp must be one of {self.POS_INTERP}, got {pos_interp!r}")
         try:
             import timm
         except ImportError as err:  # pragma: no cover - timm is in the [dino] extra
@@ -78,29 +94,95 @@ class TimmViTFeatures(FeatureProvider):
                 raise ValueError(f"{weights}: does not fit {model_name} (missing {missing[:3]}, "
                                  f"unexpected {unexpected[:3]})")
         self.model.eval().requires_grad_(False)
+        self.model_name = model_name
+        if pos_interp == "dino":
+            self._check_dino_layout()
+        self.pos_interp = pos_interp
         cfg = self.model.pretrained_cfg
         self.register_buffer("mean", 255.0 * torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1))
         self.register_buffer("std", 255.0 * torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1))
         self.layer = int(layer)
         self.norm = bool(norm)
         self.input_size: Optional[Tuple[int, int]] = tuple(int(s) for s in input_size) if input_size else None
-        self.model_name = model_name
 
     @property
     def patch_size(self) -> Tuple[int, int]:
         return tuple(self.model.patch_embed.patch_size)
 
+    def output_grid(self, window_size: Tuple[int, int]) -> Tuple[int, int]:
+        """The ``(h, w)`` grid of the features for windows of ``window_size`` pixels."""
+        size = self.input_size or window_size
+        ph, pw = self.patch_size
+        return int(size[0]) // ph, int(size[1]) // pw
+
+    def _check_dino_layout(self) -> None:
+        """``pos_interp="dino"`` needs a ViT with an absolute, square grid of position embeddings."""
+        m = self.model
+        needed = ("patch_embed", "pos_embed", "blocks", "norm")
+        if any(getattr(m, name, None) is None for name in needed) or not hasattr(m, "num_prefix_tokens"):
+            raise ValueError(f"timm_vit: pos_interp='dino' needs a timm VisionTransformer with an absolute "
+                             f"position embedding; {self.model_name} has none")
+        rows, cols = m.patch_embed.grid_size
+        if rows != cols:
+            raise ValueError(f"timm_vit: pos_interp='dino' needs a square position-embedding grid, "
+                             f"{self.model_name} has {rows}x{cols}")
+
+    def dino_pos_embed(self, rows: int, cols: int, square: bool) -> torch.Tensor:
+        """The model's ``pos_embed`` for a ``rows x cols`` patch grid, resized as the official DINO
+        ``interpolate_pos_encoding`` does; ``square``: the (uncropped) window had H == W."""
+        pos = self.model.pos_embed
+        n_prefix = 0 if getattr(self.model, "no_embed_class", False) else self.model.num_prefix_tokens
+        prefix, patch = pos[:, :n_prefix], pos[:, n_prefix:]
+        n = patch.shape[1]
+        if rows * cols == n and square:
+            return pos
+        side = math.sqrt(n)
+        grid = patch.float().reshape(1, int(side), int(side), -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, scale_factor=((rows + 0.1) / side, (cols + 0.1) / side), mode="bicubic",
+                             align_corners=False)
+        if tuple(grid.shape[-2:]) != (rows, cols):  # the official code asserts the same
+            raise RuntimeError(f"DINO position interpolation gave {tuple(grid.shape[-2:])}, wanted {(rows, cols)}")
+        patch = grid.permute(0, 2, 3, 1).reshape(1, rows * cols, -1).to(pos.dtype)
+        return torch.cat([prefix, patch], dim=1)
+
+    def _forward_dino(self, x: torch.Tensor, index: int, square: bool) -> torch.Tensor:
+        """timm's ``forward_intermediates`` with the DINO position interpolation (same submodules)."""
+        m = self.model
+        b = x.shape[0]
+        tokens = m.patch_embed(x)  # [B, rows, cols, C] (dynamic_img_size) or [B, L, C]
+        rows, cols = x.shape[-2] // self.patch_size[0], x.shape[-1] // self.patch_size[1]
+        tokens = tokens.reshape(b, rows * cols, -1)
+        prefix = [t.expand(b, -1, -1) for t in (m.cls_token, getattr(m, "reg_token", None)) if t is not None]
+        pos = self.dino_pos_embed(rows, cols, square).to(tokens.dtype)
+        if getattr(m, "no_embed_class", False):
+            tokens = torch.cat(prefix + [tokens + pos], dim=1)
+        else:
+            tokens = torch.cat(prefix + [tokens], dim=1) + pos
+        for name in ("pos_drop", "patch_drop", "norm_pre"):
+            module = getattr(m, name, None)
+            if module is not None:
+                tokens = module(tokens)
+        for blk in m.blocks[: index + 1]:
+            tokens = blk(tokens)
+        if self.norm:
+            tokens = m.norm(tokens)
+        tokens = tokens[:, m.num_prefix_tokens:]
+        return tokens.reshape(b, rows, cols, -1).permute(0, 3, 1, 2).contiguous()
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images.float() - self.mean) / self.std
         if self.input_size is not None:
             x = F.interpolate(x, size=self.input_size, mode="bicubic", align_corners=False)
-        else:
-            ph, pw = self.patch_size
-            x = x[..., : x.shape[-2] // ph * ph, : x.shape[-1] // pw * pw]
+        square = x.shape[-2] == x.shape[-1]  # before the crop, as DINO sees the uncropped window
+        ph, pw = self.patch_size
+        x = x[..., : x.shape[-2] // ph * ph, : x.shape[-1] // pw * pw]
         dtype = next(self.model.parameters()).dtype
         index = self.layer if self.layer >= 0 else len(self.model.blocks) + self.layer
+        if self.pos_interp == "dino":
+            return self._forward_dino(x.to(dtype), index, square).float()
         return self.model.forward_intermediates(x.to(dtype), indices=[index], norm=self.norm, output_fmt="NCHW",
                                                 intermediates_only=True)[0].float()
 
     def extra_repr(self) -> str:
-        return f"model_name={self.model_name!r}, layer={self.layer}, norm={self.norm}, input_size={self.input_size}"
+        return (f"model_name={self.model_name!r}, layer={self.layer}, norm={self.norm}, input_size={self.input_size}, "
+                f"pos_interp={self.pos_interp!r}")
