@@ -155,7 +155,9 @@ class ImageContext:
         input image and cached here (every later stage shares it)."""
         if name not in self.image_level:
             if name not in self.providers:
-                raise KeyError(f"no image-scope provider {name!r}; this context has {self.map_names()}")
+                raise KeyError(f"no map {name!r} in this context (it has {self.map_names()}): a window-scope "
+                               f"provider runs only when a stage requires it or encode_image(requires=[...]) "
+                               f"asks for it")
             if self.image is None:
                 raise ValueError(f"provider {name!r} runs on the uint8 image, which this context does not hold")
             raw = torch.from_numpy(np.ascontiguousarray(self.image)).permute(2, 0, 1)[None]
@@ -270,14 +272,23 @@ class ContextBand:
             self._cache["image"] = ctx.uint8_at(self.size)[:, self.rows[0]:self.rows[1]].to(ctx.device)
         return self._cache["image"]
 
-    def map(self, name: str) -> torch.Tensor:
+    def map(self, name: str, channels: Optional[slice] = None) -> torch.Tensor:
         """``[C, h, W]`` float32 rows of :meth:`ImageContext.canvas` ``name`` (a head extra or a
-        provider output) resized bilinearly to the output."""
+        provider output) resized bilinearly to the output. ``channels`` (a slice) resizes only
+        those channels and is not cached: a stage that reads a wide map (768 DINO channels) at
+        full resolution streams it in chunks instead of holding ``C x h x W`` floats."""
+        if channels is not None:
+            canvas = self._need_context(f"map {name!r}").canvas(name)
+            return resize_rows(canvas[channels].float(), self.size, *self.rows)
         key = f"map:{name}"
         if key not in self._cache:
             self._cache[key] = resize_rows(self._need_context(f"map {name!r}").canvas(name).float(), self.size,
                                            *self.rows)
         return self._cache[key]
+
+    def map_channels(self, name: str) -> int:
+        """The channel count of map ``name``."""
+        return int(self._need_context(f"map {name!r}").canvas(name).shape[0])
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ TINY = {
     "timm_vit": dict(model_name="vit_small_patch16_224", model_kwargs=dict(depth=2, embed_dim=48, num_heads=2)),
     "pamr": dict(steps=3, dilations=(1, 3)),
     "test_dino_affinity": dict(steps=2, dilation=3),
+    "feature_affinity": dict(steps=3, dilations=(1, 3), chunk=20),
 }
 #: The tiny providers heads and other stages are tested with: CLIP's patch 16 and DINO's patch 8.
 TEST_PROVIDERS = {
@@ -67,6 +68,7 @@ def check_head_output(head, backbone, out, window_size, providers):
 def tiny_segmenter(backbone, head="maskclip", features=None, **kwargs):
     """A CPU segmenter on the tiny CLIP: no resize, 32 px windows at stride 16, 4 random classes."""
     kwargs = {"preprocess": dict(short_side=None), "windows": dict(crop=32, stride=16), **kwargs}
+    torch.manual_seed(0)  # providers built from specs get the same random weights in every call
     seg = ovdense.OVSegmenter(backbone=backbone, head=head, features=features or {}, device="cpu",
                               text_encoder=dict(cache_dir=""), **kwargs)
     torch.manual_seed(1)
