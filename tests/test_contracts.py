@@ -23,6 +23,9 @@ from ovdense.structures import UNLABELLED, DenseFeatures
 TINY = {
     "timm_vit": dict(model_name="vit_small_patch16_224", model_kwargs=dict(depth=2, embed_dim=48, num_heads=2)),
     "pamr": dict(steps=3, dilations=(1, 3)),
+    "sam_encoder": dict(encoder_kwargs=dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                                            window_size=2, global_attn_indexes=(1,), use_rel_pos=False,
+                                            out_chans=16)),
     "test_dino_affinity": dict(steps=2, dilation=3),
     "feature_affinity": dict(steps=3, dilations=(1, 3), chunk=20),
 }

@@ -25,11 +25,24 @@ disturbed run on a shared machine. Writes ``benchmark.json`` and ``benchmark.md`
         --batch-sizes 1 16 64 128 256 --out runs/bench-gpu
 
 Random weights are fine for timing (``--pretrained none``); pass a tag or a file for real ones.
+
+Heads that read a feature provider (``proxyclip``: a DINO ViT-B/8 as ``vfm``) are timed only
+when named (``--heads proxyclip``). Their providers are built once per head from the base
+config and shared by the fast path and the baseline (random weights unless ``--vfm-weights``;
+``--tiny-vfm`` gives the tests a 2-block, 32-wide model of the same architecture). ProxyCLIP's
+baseline is :class:`OfficialProxyCLIP` (the official ``forward_slide`` / ``forward_feature``,
+one window per call); its rows also give the VFM's own cost per image (``vfm``), and the run
+fails (exit 1, after writing the report) when its fp32 logits differ from the fast path's by
+more than :data:`PARITY_TOL`::
+
+    ovdense benchmark --clip-model ViT-B-16 --pretrained none --heads proxyclip \
+        --size 448x336 --repeats 2 --out runs/bench-proxyclip
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 import re
 import sys
@@ -39,15 +52,18 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 import ovdense
 from ovdense.bench import roofline
 from ovdense.config import configs_dir, find_config, list_configs, load_config, segmenter_kwargs
+from ovdense.heads.proxyclip import ProxyCLIPHead
 from ovdense.io.writers import atomic_path, write_json
 from ovdense.ops.bilinear import resize_rows
 from ovdense.ops.windows import centred_padding, crop_windows, window_boxes
 from ovdense.refine import pamr_stacked
+from ovdense.registry import FEATURES, build
 from ovdense.runtime import resolve_device, resolve_dtype, synchronize
 from ovdense.text import TextEmbedder, read_name_file
 
@@ -56,6 +72,14 @@ from ovdense.text import TextEmbedder, read_name_file
 HEADS = ("vanilla", "maskclip", "sclip", "clearclip", "naclip")
 #: OVSegmenter options the benchmark sets itself, whatever the config says.
 _BENCH_OPTIONS = ("device", "dtype", "batch_size", "compile")
+#: Largest max |logit difference| between the fast path and the baseline that counts as equal
+#: (fp32 rows; the cosine logits lie in [-1, 1]).
+PARITY_TOL = 1e-4
+#: Heads whose fp32 rows must be equal to the baseline (``main`` exits 1 otherwise).
+STRICT_PARITY = ("proxyclip",)
+#: ``model_kwargs`` of the stand-in VFM of ``--tiny-vfm`` (tests): the protocol's timm
+#: architecture (patch size, position grid, normalisation), 2 blocks of width 32.
+TINY_VFM = dict(depth=2, embed_dim=32, num_heads=2)
 
 
 def available_heads() -> List[str]:
@@ -98,17 +122,43 @@ def backbone_view(backbone: ovdense.CLIPBackbone, pos_interp: str) -> ovdense.CL
                           pretrained=backbone.pretrained)
 
 
+def provider_specs(head: str, weights: Optional[str] = None, tiny: bool = False) -> Dict[str, dict]:
+    """The feature providers of ``head``'s protocol (the ``features`` section of its base config)
+    as the benchmark builds them: a ``timm_vit`` provider reads ``weights`` instead of the
+    config's checkpoint (None: random weights, which time like real ones) and with ``tiny``
+    gets the :data:`TINY_VFM` sizes. Other provider types keep their config spec."""
+    out = {}
+    for name, spec in (protocol(head).get("features") or {}).items():
+        spec = dict(spec)
+        if spec.get("type") == "timm_vit":
+            spec["weights"] = weights
+            if tiny:
+                spec["model_kwargs"] = dict(spec.get("model_kwargs") or {}, **TINY_VFM)
+        out[name] = spec
+    return out
+
+
+def build_providers(specs: Dict[str, dict], device) -> Dict[str, nn.Module]:
+    """Providers built once from ``specs``, to be shared by every segmenter of a head (fast
+    path, baseline, every dtype: providers run in fp32 whatever the segmenter's dtype)."""
+    return {name: build(FEATURES, dict(spec)).to(device).eval() for name, spec in specs.items()}
+
+
 def build_segmenter(head: str, backbone: ovdense.CLIPBackbone, device, dtype: torch.dtype,
                     text: Dict[tuple, TextEmbedder], window_batch: int = 0,
-                    text_backbone: Optional[ovdense.CLIPBackbone] = None) -> ovdense.OVSegmenter:
+                    text_backbone: Optional[ovdense.CLIPBackbone] = None,
+                    providers: Optional[Dict[str, nn.Module]] = None) -> ovdense.OVSegmenter:
     """A segmenter for ``head`` under its shipped protocol (:func:`protocol`) on ``backbone``
     (already in ``dtype``): the weights are shared, the backbone's settings are left as they
     are. ``text`` maps template tuples to text embedders and is filled as needed, so that
     protocols with the same templates share one in-memory cache; a new embedder encodes with
-    ``text_backbone`` (default ``backbone``)."""
+    ``text_backbone`` (default ``backbone``). ``providers``: built feature providers
+    (:func:`build_providers`) used instead of the config's ``features`` specs, shared as is."""
     proto = protocol(head)
     bb = backbone_view(backbone, proto.pop("pos_interp"))
     text_cfg = dict(proto.pop("text_encoder", None) or {})
+    if providers is not None:
+        proto["features"] = dict(providers)
     seg = ovdense.OVSegmenter(backbone=bb, head=proto.pop("head", head), device=device, dtype=dtype,
                               text_encoder=dict(text_cfg, cache_dir=""), batch_size=window_batch or 1024, **proto)
     key = tuple(seg.text.templates)
@@ -152,11 +202,171 @@ def reference_features(seg: ovdense.OVSegmenter, crop: torch.Tensor) -> torch.Te
     return feats.reshape(feats.shape[0], h, w, -1).permute(0, 3, 1, 2)
 
 
-def plain_baseline(seg: ovdense.OVSegmenter, image: np.ndarray, classes) -> Dict[str, object]:
+#: OpenAI CLIP's statistics on 0-1 RGB: the official ProxyCLIP un-normalises its crops with these.
+_CLIP_UNNORM = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+
+
+class OfficialProxyCLIP:
+    """ProxyCLIP's image side as the official code runs it, window by window, in fp32
+    (mc-lan/ProxyCLIP ``ProxyCLIPSegmentation.forward_feature`` and ``custom_attn`` of its
+    ``open_clip/transformer.py``), over the segmenter's CLIP and its ``vfm`` provider's weights:
+
+    * the CLIP-normalised (and zero-padded) crop is un-normalised with CLIP's statistics
+      (``UnNormalize``: a clone, channel by channel) and re-normalised with the VFM's (ImageNet's),
+      image by image;
+    * DINO runs as ``torch.hub``'s ``get_intermediate_layers(x)[0]``: patch embedding, CLS,
+      DINO's ``interpolate_pos_encoding`` computed on every call, every block with its attention
+      matrix built explicitly (DINO's ``Attention``), the final norm. A forward hook on the last
+      block's ``qkv`` is registered on every call and never removed, as the official does, and its
+      output is split into q, k, v (copies the official makes and does not use). The hooks live
+      on this object's own copy of the VFM (same weights), so that they never reach the fast
+      path's provider; they accumulate over the run (``hooks``), as over an official evaluation;
+    * CLIP's blocks before the last as :func:`reference_features` runs them, then the last
+      block's ``custom_attn``: the in-projection of q, k and v (the :class:`BlockView`'s), cosine
+      affinities of the VFM tokens, the threshold on their mean over the call's batch (one
+      window), ``-inf`` masking, the affinities repeated per head before the softmax, the values
+      resized bilinearly to the VFM grid, ``bmm``, ``out_proj``, ``ln_post`` and ``proj``;
+    * normalised features, ``features @ text.T``, reshaped to the VFM grid.
+
+    Two things differ from the official code, neither on the published protocols' windows: the
+    VFM grid is ``H/p x W/p`` (the official takes ``H/p`` twice and swaps CLIP's grid; equal on
+    square windows) and everything runs in fp32 (the official runs CLIP and DINO in fp16). On
+    CUDA, ``torch.cuda.empty_cache()`` runs after every window, as in the official
+    ``forward_slide`` (called from :func:`plain_baseline`).
+    """
+
+    def __init__(self, seg: ovdense.OVSegmenter) -> None:
+        head = seg.head
+        if not isinstance(head, ProxyCLIPHead):
+            raise TypeError(f"OfficialProxyCLIP needs a proxyclip segmenter, got {type(head).__name__}")
+        provider = seg.features[head.source]
+        model = getattr(provider, "model", None)
+        dino_like = model is not None and all(hasattr(model, a) for a in ("patch_embed", "cls_token", "pos_embed",
+                                                                           "blocks", "norm"))
+        if not dino_like or getattr(model, "num_prefix_tokens", 1) != 1 or getattr(model, "no_embed_class", False):
+            raise ValueError(f"the official-style ProxyCLIP baseline runs torch.hub's DINO layout (one CLS token, "
+                             f"absolute position embedding); provider {head.source!r} is not such a timm ViT")
+        if getattr(provider, "layer", -1) not in (-1, len(model.blocks) - 1) or not getattr(provider, "norm", True) \
+                or getattr(provider, "input_size", None) is not None or getattr(provider, "pos_interp", "") != "dino":
+            raise ValueError("the official-style ProxyCLIP baseline reads DINO's normed last block at the window's "
+                             "own size with DINO's position interpolation: the provider must have layer=-1, "
+                             "norm=True, input_size=None, pos_interp='dino'")
+        if head.official_nonsquare or head.threshold_mean != "window" or head.empty_rows != "self":
+            raise ValueError("the official-style baseline compares with the default proxyclip head "
+                             "(threshold_mean='window', official_nonsquare=False, empty_rows='self')")
+        self.seg, self.beta, self.gamma = seg, head.beta, head.gamma
+        self.model = copy.deepcopy(model).eval()  # the official's own DINO: its hooks stay here
+        for blk in self.model.blocks:
+            blk.attn.fused_attn = False  # DINO's Attention: q k^T, softmax, attn v
+        self.patch = int(self.model.patch_embed.patch_size[0])
+        self.hooks = 0
+        dev = seg.device
+        mean, std = np.asarray(seg.preprocessor.mean) / 255.0, np.asarray(seg.preprocessor.std) / 255.0
+        if np.allclose(mean, _CLIP_UNNORM[0], atol=1e-3) and np.allclose(std, _CLIP_UNNORM[1], atol=1e-3):
+            mean, std = _CLIP_UNNORM  # the official UnNormalize constants
+        self.unnorm = [(float(m), float(s)) for m, s in zip(mean, std)]
+        self.norm_mean = (provider.mean / 255.0).view(3, 1, 1).to(dev)
+        self.norm_std = (provider.std / 255.0).view(3, 1, 1).to(dev)
+
+    def _unnormalise(self, img: torch.Tensor) -> torch.Tensor:
+        out = torch.clone(img)
+        for t, (m, s) in zip(out, self.unnorm):
+            t.mul_(s).add_(m)
+        return out
+
+    def _pos_encoding(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """DINO's ``interpolate_pos_encoding``, recomputed on every call."""
+        pos = self.model.pos_embed
+        npatch, n = tokens.shape[1] - 1, pos.shape[1] - 1
+        if npatch == n and height == width:
+            return pos
+        dim, side = tokens.shape[-1], math.sqrt(n)
+        rows, cols = height // self.patch + 0.1, width // self.patch + 0.1
+        grid = F.interpolate(pos[:, 1:].reshape(1, int(side), int(side), dim).permute(0, 3, 1, 2),
+                             scale_factor=(rows / side, cols / side), mode="bicubic")
+        assert int(rows) == grid.shape[-2] and int(cols) == grid.shape[-1]
+        return torch.cat((pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, -1, dim)), dim=1)
+
+    def _last_layer(self, x: torch.Tensor) -> torch.Tensor:
+        """``get_intermediate_layers(x)[0]``: the normed tokens of the last block, CLS first."""
+        m = self.model
+        tokens = m.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat((m.cls_token.expand(x.shape[0], -1, -1), tokens), dim=1)
+        tokens = m.pos_drop(tokens + self._pos_encoding(tokens, x.shape[-2], x.shape[-1]))
+        for blk in m.blocks:
+            tokens = blk(tokens)
+        return m.norm(tokens)
+
+    @torch.no_grad()
+    def vfm(self, crop: torch.Tensor) -> torch.Tensor:
+        """The VFM features ``[B, C, I, J]`` of CLIP-normalised crops ``[B, 3, H, W]``."""
+        imgs = torch.stack([(self._unnormalise(crop[i]) - self.norm_mean) / self.norm_std
+                            for i in range(len(crop))])
+        captured = {}
+
+        def keep_qkv(module, inputs, output):
+            captured["qkv"] = output
+
+        self.model.blocks[-1].attn.qkv.register_forward_hook(keep_qkv)  # every call, never removed
+        self.hooks += 1
+        feat = self._last_layer(imgs)
+        b, n = feat.shape[:2]
+        qkv = captured["qkv"].reshape(b, n, 3, self.model.blocks[0].attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+        for part in (qkv[0], qkv[1], qkv[2]):  # q, k, v: computed and unused, as in the official code
+            part.transpose(1, 2).reshape(b, n, -1)[:, 1:, :]
+        rows, cols = imgs.shape[-2] // self.patch, imgs.shape[-1] // self.patch
+        return feat[:, 1:, :].reshape(b, rows, cols, -1).permute(0, 3, 1, 2)
+
+    def _custom_attn(self, view, ex_feats: torch.Tensor) -> torch.Tensor:
+        """The last block's ``custom_attn`` + ``ln_post`` + ``proj``: ``[B, I*J, D]``."""
+        bb = self.seg.backbone
+        b, heads, n, d = view.v.shape
+        v = view.v.reshape(b * heads, n, d)
+        _, _, rows, cols = ex_feats.shape
+        q_k = F.normalize(ex_feats.flatten(2, 3), dim=1)
+        similarity = torch.einsum("bcm,bcn->bmn", q_k, q_k)
+        similarity = (similarity - torch.mean(similarity) * self.beta) * self.gamma
+        similarity[similarity < 0.0] = float("-inf")
+        mask = similarity.to(view.q.dtype).unsqueeze(1).repeat(1, heads, 1, 1)
+        attn_weights = F.softmax(mask.reshape(b * heads, mask.shape[2], mask.shape[3]), dim=-1)
+        h, w = view.grid
+        v = v[:, 1:, :].reshape(b * heads, h, w, d).permute(0, 3, 1, 2)
+        v = F.interpolate(v, size=(rows, cols), mode="bilinear", align_corners=False)
+        v = v.permute(0, 2, 3, 1).reshape(b * heads, rows * cols, d)
+        out = torch.bmm(attn_weights, v)
+        out = out.reshape(b, heads, rows * cols, d).transpose(1, 2).reshape(b, rows * cols, heads * d)
+        return bb.project(bb.last_block.attn.out_proj(out))
+
+    @torch.no_grad()
+    def window_logits(self, crop: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """``forward_feature`` of one CLIP-normalised crop, before the upsampling: ``[B, Q, I, J]``."""
+        ex_feats = self.vfm(crop)
+        with _mha_fast_path(False):
+            view = self.seg.backbone.prefix(crop, fused=False)
+        image_features = self._custom_attn(view, ex_feats).float()
+        image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+        logits = image_features @ text.T
+        return logits.permute(0, 2, 1).reshape(-1, logits.shape[-1], *ex_feats.shape[-2:])
+
+
+def official_style(seg: ovdense.OVSegmenter) -> Optional[OfficialProxyCLIP]:
+    """The official-style image side of heads that read feature providers (None for the others,
+    whose baseline is :func:`reference_features`)."""
+    if isinstance(seg.head, ProxyCLIPHead):
+        return OfficialProxyCLIP(seg)
+    if getattr(seg.head, "requires", ()):
+        raise ValueError(f"no official-style baseline for head {type(seg.head).__name__}, which reads feature "
+                         f"providers {list(seg.head.requires)}")
+    return None
+
+
+def plain_baseline(seg: ovdense.OVSegmenter, image: np.ndarray, classes,
+                   official: Optional[OfficialProxyCLIP] = None) -> Dict[str, object]:
     """The official implementations' image side, in fp32: one window per forward pass
-    (:func:`reference_features`), pad-to-canvas stitching, stacked PAMR. The text embeddings
-    are the segmenter's (the baseline's per-image text cost is the measured cold encoding
-    time, added in ``run``)."""
+    (:func:`reference_features`, or ``official.window_logits`` for a head with its own
+    official-style path), pad-to-canvas stitching, stacked PAMR. The text embeddings are the
+    segmenter's (the baseline's per-image text cost is the measured cold encoding time, added in
+    ``run``)."""
     timings = {}
     t0 = time.perf_counter()
     vocab = ovdense.build_vocabulary(classes, background="first")
@@ -174,12 +384,17 @@ def plain_baseline(seg: ovdense.OVSegmenter, image: np.ndarray, classes) -> Dict
         pad = (0, 0, 0, 0) if whole else centred_padding(y2 - y1, x2 - x1, seg.windows.pad_to)
         if any(pad):
             crop = F.pad(crop, pad)
-        feats = reference_features(seg, crop)
-        logit = torch.einsum("bdhw,qd->bqhw", feats, text)
+        if official is not None:
+            logit = official.window_logits(crop, text)
+        else:
+            feats = reference_features(seg, crop)
+            logit = torch.einsum("bdhw,qd->bqhw", feats, text)
         if whole:
             preds = F.interpolate(logit, size=ori, mode="bilinear")[0]
             break
         logit = F.interpolate(logit, size=crop.shape[-2:], mode="bilinear")
+        if official is not None and seg.device.type == "cuda":
+            torch.cuda.empty_cache()  # after every window, as the official forward_slide
         left, right, top, bottom = pad
         logit = logit[:, :, top:top + y2 - y1, left:left + x2 - x1]
         preds += F.pad(logit, (x1, w - x2, y1, h - y2))[0]
@@ -216,19 +431,23 @@ def _best_ms(fn, repeats: int, device: torch.device):
 @torch.no_grad()
 def stage_times(seg: ovdense.OVSegmenter, image: np.ndarray, feats, repeats: int) -> Dict[str, float]:
     """Latency of each stage of one image, run one stage at a time (all windows in one batch);
-    ``feats`` are the image's encoded features (for the stages after the backbone)."""
+    ``feats`` are the image's encoded features (for the stages after the backbone). ``providers``
+    is the feature providers the head reads, on the uint8 windows (0 for heads that read none)."""
     dev = seg.device
+    needed = [n for n in getattr(seg.head, "requires", ()) if n in seg.features]
 
     def windows():
-        x = seg.preprocess(image)
+        raw, x = seg.preprocessor(image, dev)
         boxes, pad = seg.windows.plan(tuple(x.shape[-2:]))
-        return crop_windows(x, boxes, pad)
+        return crop_windows(x, boxes, pad), crop_windows(raw, boxes, pad) if needed else None
 
-    crops = windows()
+    windows()
     out: Dict[str, float] = {}
-    out["windows"], crops = _best_ms(windows, repeats, dev)
+    out["windows"], (crops, raw) = _best_ms(windows, repeats, dev)
     out["backbone"], view = _best_ms(lambda: seg.backbone.prefix(crops), repeats, dev)
-    out["head"], _ = _best_ms(lambda: seg.head(view, seg.backbone), repeats, dev)
+    out["providers"], aux = _best_ms(lambda: {n: seg.features[n](raw) for n in needed}, repeats, dev) \
+        if needed else (0.0, None)
+    out["head"], _ = _best_ms(lambda: seg.head(view, seg.backbone, aux), repeats, dev)
     out["logits"], logits = _best_ms(lambda: seg.query_logits(feats), repeats, dev)
 
     def refine():
@@ -297,6 +516,30 @@ def backbone_roofline(seg: ovdense.OVSegmenter, windows: int, window_size, image
             "fraction_of_nominal_bf16": None if nominal is None else achieved / (nominal * 1e3)}
 
 
+@torch.no_grad()
+def vfm_cost(seg: ovdense.OVSegmenter, feats, official: OfficialProxyCLIP, provider_ms: float,
+             spec: Dict[str, object], repeats: int) -> Dict[str, object]:
+    """The VFM's own cost per image at the protocol's resolution: its FLOPs on the image's
+    windows, the fast path's provider on all of them in one batch (``provider_ms``, from
+    :func:`stage_times`) and the official-style DINO (:meth:`OfficialProxyCLIP.vfm`) one window
+    per call."""
+    name = seg.head.source
+    provider = seg.features[name]
+    windows, size = len(feats.boxes), feats.window_size
+    grid = provider.output_grid(size)
+    flops = roofline.vit_flops(provider.model, grid, windows)
+    image = feats.image
+    x = seg.preprocess(image)
+    crops = crop_windows(x, feats.boxes, feats.pad)
+    official_ms, _ = _best_ms(lambda: [official.vfm(c[None]) for c in crops], repeats, seg.device)
+    return {"provider": name, "model": getattr(provider, "model_name", type(provider).__name__),
+            "weights": spec.get("weights") or "random", "model_kwargs": spec.get("model_kwargs"),
+            "windows": windows, "window_size": list(size), "grid": list(grid),
+            "tokens_per_window": grid[0] * grid[1], "gflop_per_image": flops / 1e9,
+            "ms_per_image": provider_ms, "gflops_per_s": flops / 1e9 / (provider_ms / 1e3),
+            "official_ms_per_image": official_ms, "official_hooks_registered": official.hooks}
+
+
 def run(args) -> Dict[str, object]:
     torch.manual_seed(0)
     device = resolve_device(args.device)
@@ -323,8 +566,15 @@ def run(args) -> Dict[str, object]:
 
     text = {tuple(probe.text.templates): probe.text}  # one text cache per template set
 
+    vfm_weights = None if args.vfm_weights in (None, "none") else args.vfm_weights
+    specs = {head: provider_specs(head, vfm_weights, args.tiny_vfm) for head in args.heads}
+    providers: Dict[str, Dict[str, nn.Module]] = {}  # built once per head, shared by its segmenters
+
     def make(head: str, dt: torch.dtype) -> ovdense.OVSegmenter:
-        seg = build_segmenter(head, backbones[dt], device, dt, text, args.window_batch, text_backbone=backbone)
+        if specs[head] and head not in providers:
+            providers[head] = build_providers(specs[head], device)
+        seg = build_segmenter(head, backbones[dt], device, dt, text, args.window_batch, text_backbone=backbone,
+                              providers=providers.get(head))
         seg.set_classes(voc21, background="first")
         return seg
 
@@ -332,6 +582,15 @@ def run(args) -> Dict[str, object]:
     for head in args.heads:
         # The plain baseline runs in fp32, whatever the fast path's dtype.
         ref = make(head, torch.float32)
+        official = official_style(ref)
+        if official is not None:
+            pad = ref.windows.plan(tuple(ref.preprocess(image).shape[-2:]))[1]
+            if any(pad):
+                raise ValueError(
+                    f"{head}: the {args.size} image makes padded windows {pad}; there the official VFM sees "
+                    f"CLIP's mean colour in the padding and the provider black (README, ProxyCLIP quirk 5), so "
+                    f"the two paths cannot be compared: pick a --size whose windows need no padding "
+                    f"(e.g. 448x336 under the 336-pixel protocol)")
         ref.predict(image)  # warm-up
         for dt in dtypes:
             seg = make(head, dt)
@@ -343,7 +602,7 @@ def run(args) -> Dict[str, object]:
                     ms, res = _best_ms(lambda: seg.predict(image), 1, device)
                     fast_ms.append(ms)
                 if r < args.baseline_repeats:
-                    base_runs.append(plain_baseline(ref, image, voc21))
+                    base_runs.append(plain_baseline(ref, image, voc21, official))
             latency = min(fast_ms)
             base = min(base_runs, key=lambda b: b["timings"]["image"] + b["timings"]["refine_decode"])
             image_base = base["timings"]["image"] + base["timings"]["refine_decode"]
@@ -359,9 +618,18 @@ def run(args) -> Dict[str, object]:
             at_peak = roof["backbone_gflop_per_image"] / roof["matmul_peak_gflops_per_s"] * 1e3
             others = sum(v for k, v in stages.items() if k != "backbone")
             folder_base = image_base + text_cold  # the baseline encodes the text again for every image
+            proto = describe_protocol(protocol(head))
+            if specs[head]:
+                proto["features"] = copy.deepcopy(specs[head])  # what ran: the weights given here
+            fp32 = dt == torch.float32
+            vfm = None if official is None else vfm_cost(seg, feats, official, stages["providers"],
+                                                         specs[head][seg.head.source], args.repeats)
+            if vfm is not None:
+                vfm.update(share_of_ms_per_image=vfm["ms_per_image"] / latency,
+                           share_of_baseline=vfm["official_ms_per_image"] / image_base)
             row = {
                 "head": head, "dtype": str(dt).replace("torch.", ""),
-                "protocol": describe_protocol(protocol(head)), "config": f"configs/_base_/{head}.py",
+                "protocol": proto, "config": f"configs/_base_/{head}.py",
                 "templates": len(seg.text.templates), "windows": len(feats.boxes),
                 "ms_per_image": latency, "images_per_s": 1e3 / latency,
                 "stages_ms": dict(stages, text_cached=text_warm),
@@ -372,13 +640,21 @@ def run(args) -> Dict[str, object]:
                 "speedup_bound_backbone_at_peak": image_base / (others + at_peak),
                 "speedup_ceiling_matmuls_only": image_base / at_peak,
                 "max_logit_diff": diff, "labels_identical": agree == 1.0, "label_agreement": agree,
-                "roofline": roof, "throughput": thr,
+                # fp32 rows only (None otherwise); NaN logits are never equal
+                "parity_tolerance": PARITY_TOL, "parity_ok": bool(diff <= PARITY_TOL) if fp32 else None,
+                "parity_required": fp32 and head in STRICT_PARITY,
+                "roofline": roof, "throughput": thr, "vfm": vfm,
             }
             rows.append(row)
             print(f"{head:10s} {row['dtype']:8s} {row['windows']:2d} win {latency:8.1f} ms/img  baseline "
                   f"{image_base:8.1f}  x{row['speedup_image']:.2f} image  x{row['speedup_folder']:.1f} folder  "
                   f"backbone {roof['fraction_of_matmul_peak']:.0%} of matmul peak  diff {diff:.1e}  "
                   f"labels {agree:.2%} equal", flush=True)
+            if vfm is not None:
+                print(f"{'':10s} VFM {vfm['model']}: {vfm['windows']} x {vfm['tokens_per_window']} tokens, "
+                      f"{vfm['gflop_per_image']:.1f} GFLOP/img, {vfm['ms_per_image']:.1f} ms/img batched "
+                      f"({vfm['share_of_ms_per_image']:.0%} of ovdense), {vfm['official_ms_per_image']:.1f} ms/img "
+                      f"official-style ({vfm['share_of_baseline']:.0%} of baseline)", flush=True)
     return {"device": str(device), "device_name": roofline.device_name(device),
             "dtypes": [str(d).replace("torch.", "") for d in dtypes], "threads": torch.get_num_threads(),
             "torch": torch.__version__, "model": args.clip_model, "pretrained": args.pretrained, "image": args.size,

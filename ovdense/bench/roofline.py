@@ -55,6 +55,24 @@ def backbone_flops(backbone: CLIPBackbone, input_size: Tuple[int, int], batch: i
     return int(batch * flops)
 
 
+def vit_flops(model: nn.Module, grid: Tuple[int, int], batch: int = 1) -> int:
+    """FLOPs of a timm ``VisionTransformer`` (a feature provider's model, e.g. DINO) up to its
+    last block on ``batch`` inputs of ``grid = (rows, cols)`` patches: the patch embedding,
+    and in every block its linear layers (``qkv``, ``proj``, MLP) and the attention products
+    (``q k^T`` and ``attn v`` over all heads); norms, softmax and the position-embedding
+    resize are left out, as in :func:`backbone_flops`."""
+    rows, cols = grid
+    n = int(getattr(model, "num_prefix_tokens", 1)) + rows * cols
+    conv = model.patch_embed.proj
+    kh, kw = conv.kernel_size
+    flops = 2 * rows * cols * conv.out_channels * conv.in_channels * kh * kw  # patch embedding
+    for blk in model.blocks:
+        attn_dim = blk.attn.qkv.out_features // 3
+        flops += _linear_flops(blk, n)  # qkv, proj, fc1, fc2
+        flops += 2 * 2 * n * n * attn_dim  # q k^T and attn v over all heads
+    return int(batch * flops)
+
+
 def backbone_matmul_shape(backbone: CLIPBackbone, input_size: Tuple[int, int], batch: int) -> Tuple[int, int, int]:
     """``(tokens, width, mlp_width)`` of the backbone's linear layers on ``batch`` inputs of
     ``input_size``: the shapes :func:`matmul_peak_gflops` should be measured with."""
