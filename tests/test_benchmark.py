@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -43,6 +44,108 @@ def test_benchmark_fast_path_equals_plain_baseline(tmp_path):
     table = (out / "benchmark.md").read_text()
     assert "21 classes, 56 queries x 80 templates" in info["classes"]
     assert "| sclip | float32 | 6 |" in table and "Backbone roofline" in table and "Throughput" in table
+
+
+def _tiny_proxyclip(image_size=(90, 120)):
+    """The proxyclip protocol on the tiny CLIP and the --tiny-vfm DINO, a random image and a
+    vocabulary with random embeddings (no text encoding)."""
+    torch.manual_seed(0)
+    bb = ovdense.CLIPBackbone.load(str(TINY_CONFIG), None)
+    providers = benchmark.build_providers(benchmark.provider_specs("proxyclip", None, tiny=True), torch.device("cpu"))
+    seg = benchmark.build_segmenter("proxyclip", bb, torch.device("cpu"), torch.float32, {}, providers=providers)
+    classes = [["sky", "wall"], ["cat"], ["dog", "puppy"], ["car"]]
+    seg.set_classes(classes, background="first", embeddings=torch.randn(6, bb.embed_dim))
+    image = np.random.default_rng(0).integers(0, 255, (*image_size, 3), dtype=np.uint8)
+    return seg, providers, classes, image
+
+
+def test_proxyclip_official_style_baseline_equals_the_fast_path():
+    """Tiny models, the 336 px protocol (a 120x90 image -> 448x336, two 336 windows, 42 x 42 DINO
+    tokens each): the official-style window-by-window path and OVSegmenter give the same query
+    logits and labels; the official's hooks accumulate on its own copy of the VFM only."""
+    seg, providers, classes, image = _tiny_proxyclip()
+    official = benchmark.official_style(seg)
+    assert isinstance(official, benchmark.OfficialProxyCLIP)
+    assert seg.features["vfm"] is providers["vfm"] and official.model is not providers["vfm"].model
+    feats = seg.encode_image(image)
+    assert len(feats.boxes) == 2 and feats.window_size == (336, 336) and feats.pad == (0, 0, 0, 0)
+    assert feats.features.shape[-2:] == (42, 42)
+    base = benchmark.plain_baseline(seg, image, classes, official)
+    fast = seg.query_logits(feats)
+    assert base["logits"].shape == fast.shape == (6, 90, 120)
+    # the two continuous parts of the parity: DINO's features, and everything after them
+    x = seg.preprocess(image)
+    official_feats = torch.cat([official.vfm(x[None, :, y1:y2, x1:x2]) for y1, y2, x1, x2 in feats.boxes])
+    parity = benchmark.official_parity(seg, image, classes, official, fast, feats.aux["vfm"], official_feats)
+    assert parity["ok"] and parity["logit_diff_same_vfm"] <= benchmark.PARITY_TOL
+    assert parity["vfm_rel_diff"] <= benchmark.PARITY_TOL and parity["threshold_entries"] == 2 * 1764 ** 2
+    # end to end: equal unless rounding moved an affinity across ProxyCLIP's threshold (none here)
+    assert parity["threshold_flips"] == 0
+    assert (base["logits"] - fast).abs().max() <= benchmark.PARITY_TOL
+    assert (base["labels"] == seg.predict(image).label_map).all()
+    # one hook per window and call, never removed, and none on the fast path's provider
+    assert official.hooks == 4 and len(official.model.blocks[-1].attn.qkv._forward_hooks) == 4
+    assert not providers["vfm"].model.blocks[-1].attn.qkv._forward_hooks
+    assert not any(blk.attn.fused_attn for blk in official.model.blocks)  # DINO's explicit attention
+    assert all(blk.attn.fused_attn for blk in providers["vfm"].model.blocks)
+    # the official UnNormalize constants move DINO's input by ~1e-5: same work, a few flipped thresholds
+    off = benchmark.OfficialProxyCLIP(seg, official_unnorm=True)
+    crop = seg.preprocess(image)[None, :, :336, :336]
+    assert 0 < (off.vfm(crop) - official.vfm(crop)).abs().max() < 1e-3
+
+
+def test_proxyclip_vfm_flops_match_torch_flop_counter():
+    """The analytic VFM count equals torch's FLOP counter on the provider's forward (SDPA counted
+    with torch's formula, as for the CLIP backbone)."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    providers = benchmark.build_providers(benchmark.provider_specs("proxyclip", None, tiny=True), torch.device("cpu"))
+    vfm = providers["vfm"]
+    raw = torch.randint(0, 256, (2, 3, 48, 40), dtype=torch.uint8)
+
+    def sdpa(q, k, v, *args, out_shape=None, **kwargs):
+        return sdpa_flop_count(q, k, v)
+
+    cpu_sdpa = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: sdpa}
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=cpu_sdpa) as counter:
+        vfm(raw)
+    assert vfm.output_grid((48, 40)) == (6, 5)
+    assert roofline.vit_flops(vfm.model, (6, 5), 2) == counter.get_total_flops()
+
+
+def test_proxyclip_benchmark_refuses_padded_windows():
+    """Where the protocol pads windows the official VFM sees CLIP's mean colour and the provider
+    black: no comparison, said before any timing."""
+    with pytest.raises(ValueError, match="padded windows"):
+        benchmark.main(["--clip-model", str(TINY_CONFIG), "--heads", "proxyclip", "--tiny-vfm", "--size", "3000x200",
+                        "--repeats", "1", "--device", "cpu"])
+
+
+@pytest.mark.slow
+def test_proxyclip_benchmark_reports_parity_and_the_vfm_cost(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--clip-model", str(TINY_CONFIG), "--pretrained", "none", "--heads", "proxyclip",
+                 "--tiny-vfm", "--size", "120x90", "--repeats", "1", "--device", "cpu", "--out", str(out)]) == 0
+    info = json.loads((out / "benchmark.json").read_text())
+    (row,) = info["rows"]
+    assert row["head"] == "proxyclip" and row["dtype"] == "float32" and row["windows"] == 2
+    assert row["parity_ok"] and row["parity_required"] and row["parity"]["ok"]
+    assert row["parity"]["logit_diff_same_vfm"] <= benchmark.PARITY_TOL
+    assert row["parity"]["vfm_rel_diff"] <= benchmark.PARITY_TOL
+    assert row["parity"]["threshold_flips"] == 0 and row["parity"]["threshold_entries"] == 2 * 1764 ** 2
+    assert row["max_logit_diff"] <= benchmark.PARITY_TOL and row["labels_identical"]
+    assert row["ms_per_image"] > 0 and row["baseline_image_ms"] > 0 and row["speedup_image"] > 0
+    assert row["stages_ms"]["providers"] > 0
+    assert row["protocol"]["features"]["vfm"]["weights"] is None
+    assert row["protocol"]["features"]["vfm"]["model_kwargs"] == benchmark.TINY_VFM
+    vfm = row["vfm"]
+    assert vfm["provider"] == "vfm" and vfm["model"] == "vit_base_patch8_224.dino" and vfm["weights"] == "random"
+    assert vfm["windows"] == 2 and vfm["window_size"] == [336, 336] and vfm["tokens_per_window"] == 42 * 42
+    assert vfm["gflop_per_image"] > 0 and vfm["ms_per_image"] > 0 and vfm["official_ms_per_image"] > 0
+    assert vfm["gflops_per_s"] > 0 and 0 < vfm["share_of_ms_per_image"] and 0 < vfm["share_of_baseline"]
+    assert vfm["official_hooks_registered"] >= 2
+    table = (out / "benchmark.md").read_text()
+    assert "| proxyclip | float32 | 2 |" in table and "The VFM's own cost" in table and "| ok |" in table
 
 
 def test_protocols_are_the_shipped_base_configs():
