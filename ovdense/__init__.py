@@ -2,6 +2,7 @@
 from .backbones import BlockView, CLIPBackbone, WeightsFormatError, WeightsNotFoundError
 from .decode import Decoder
 from .detector import Detector
+from .geometry import CameraIntrinsics, backproject
 from .heads import Head, build_head, list_heads
 from .io import ImageLoadError, load_image
 from .ops.windows import SlidingWindows
@@ -18,7 +19,7 @@ __all__ = ["BlockView", "CLIPBackbone", "ContextBand", "Decoder", "DenseFeatures
            "EncodedVocabulary", "Head", "ImageContext", "ImageFeatures", "ImageLoadError", "OVSegmenter",
            "Preprocessor", "SegmentationResult", "SlidingWindows", "UNLABELLED", "Vocabulary",
            "WeightsFormatError", "WeightsNotFoundError", "build_head", "build_instances", "build_vocabulary",
-           "list_heads", "load_image", "__version__"]
+           "list_heads", "load_image", "CameraIntrinsics", "backproject", "__version__"]
 
 
 # Subpackages and modules reachable as attributes (``ovdense.evaluation``) without importing

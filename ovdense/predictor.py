@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -259,10 +259,24 @@ class OVSegmenter:
         background: Optional[Union[str, Sequence[str]]] = None,
         embeddings: Optional[Union[torch.Tensor, np.ndarray]] = None,
     ) -> Vocabulary:
-        """Encode classes (see :meth:`encode_vocabulary`) and make them the default of every call."""
-        encoded = self.encode_vocabulary(classes, background, embeddings)
+        """Encode classes (see :meth:`encode_vocabulary`) and make them the default of every call.
+
+        Setting the classes they already are (the same names, synonyms and background, no
+        explicit ``embeddings``) costs nothing: the current embeddings are kept and the text
+        encoder is not called (a robot can call this every cycle).
+        """
+        if embeddings is None and not isinstance(classes, EncodedVocabulary):
+            vocab = classes if isinstance(classes, Vocabulary) else build_vocabulary(classes, background)
+            with self._lock:
+                current, key = self._default, getattr(self, "_default_key", None)
+            if current is not None and key is not None and key[0] is self.text and key[1] == vocab:
+                return current.vocabulary
+            encoded, key = self.encode_vocabulary(vocab), (self.text, vocab)
+        else:
+            encoded, key = self.encode_vocabulary(classes, background, embeddings), None
         with self._lock:
             self._default = encoded
+            self._default_key = key  # (text encoder, vocabulary) when made by the text encoder
         return encoded.vocabulary
 
     @property
@@ -488,6 +502,180 @@ class OVSegmenter:
             return [self._render(f, encoded, return_scores, resolution, progress) for f in feats]
         feats = image if isinstance(image, ImageContext) else self.encode_image(image, bgr=bgr)
         return self._render(feats, encoded, return_scores, resolution, progress)
+
+    # ------------------------------------------------------------------ streams (robots, services)
+    VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+
+    def predict_iter(
+        self,
+        source: Any,
+        vocabulary: Union[EncodedVocabulary, VocabularyInput, None] = None,
+        batch_size: int = 1,
+        **predict_kwargs: Any,
+    ) -> Iterator[SegmentationResult]:
+        """Segment a stream lazily, in order: one :class:`SegmentationResult` per image.
+
+        Args:
+            source: a folder (the images below it, recursively, sorted), one image file, a
+                glob pattern (``"frames/*.png"``), a video file (``.avi``, ``.mp4``, ...;
+                decoded with OpenCV, BGR frames turned to RGB), or any iterable of images
+                (paths, arrays, PIL images, ImageContexts), e.g. a camera generator.
+            vocabulary: as in :meth:`predict` (encoded once here, not per image).
+            batch_size: images whose windows share forward passes. At most one batch is
+                read ahead, so memory stays bounded for endless streams.
+            predict_kwargs: :meth:`predict`'s ``return_scores``, ``bgr`` (for arrays of the
+                iterable), ``resolution``, ``progress``.
+
+        ``result.path`` is the file (``f"{video}#{index}"`` for a video frame; None for arrays).
+        A file that cannot be read raises :class:`~ovdense.io.ImageLoadError` naming it.
+        The source is checked, and the vocabulary encoded, when this is called.
+        """
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        encoded = self.resolve_vocabulary(vocabulary)
+        bgr = bool(predict_kwargs.pop("bgr", False))
+        items = self._stream_items(source, bgr)
+        return self._predict_stream(items, encoded, int(batch_size), predict_kwargs)
+
+    def _stream_items(self, source: Any, bgr: bool) -> Iterator[Tuple[Any, Optional[str]]]:
+        """``(image, path)`` pairs of a source, read lazily (files are loaded when pulled)."""
+        import glob as _glob
+
+        def files(paths: Sequence[str]) -> Iterator[Tuple[Any, Optional[str]]]:
+            for path in paths:
+                yield load_image(path), path
+
+        def items(iterable: Any) -> Iterator[Tuple[Any, Optional[str]]]:
+            for item in iterable:
+                if isinstance(item, ImageContext):
+                    yield item, item.path
+                elif isinstance(item, (str, os.PathLike)):
+                    yield load_image(item), os.fspath(item)
+                else:
+                    yield load_image(item, bgr=bgr), None
+
+        if isinstance(source, (str, os.PathLike)):
+            from .io.sources import find_images
+
+            path = os.fspath(source)
+            if os.path.isfile(path) and path.lower().endswith(self.VIDEO_EXTENSIONS):
+                return self._video_frames(path)
+            if os.path.exists(path) or _glob.has_magic(path):
+                found = find_images(path)
+                if not found:
+                    raise FileNotFoundError(f"no images {'match' if _glob.has_magic(path) else 'found in'} {path}")
+                return files(found)
+            raise FileNotFoundError(f"no such file, folder or pattern: {path}")
+        if isinstance(source, np.ndarray) and source.ndim in (2, 3):
+            return items([source])  # one image (a 4-D array is a stack of frames)
+        if not hasattr(source, "__iter__") or hasattr(source, "getexif"):  # PIL images are not streams
+            return items([source])
+        return items(source)
+
+    @staticmethod
+    def _video_frames(path: str) -> Iterator[Tuple[np.ndarray, str]]:
+        import cv2
+
+        from .io.images import ImageLoadError
+
+        capture = cv2.VideoCapture(path)
+        if not capture.isOpened():
+            capture.release()
+            raise ImageLoadError(f"{path}: not a readable video")
+
+        def frames() -> Iterator[Tuple[np.ndarray, str]]:
+            try:
+                index = 0
+                while True:
+                    ok, frame = capture.read()
+                    if not ok:
+                        return
+                    yield load_image(frame, bgr=True), f"{path}#{index}"
+                    index += 1
+            finally:
+                capture.release()
+
+        return frames()
+
+    def _predict_stream(self, items: Iterator[Tuple[Any, Optional[str]]], encoded: EncodedVocabulary,
+                        batch_size: int, predict_kwargs: Dict[str, Any]) -> Iterator[SegmentationResult]:
+        batch: List[Tuple[Any, Optional[str]]] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) == batch_size:
+                yield from self._predict_batch(batch, encoded, predict_kwargs)
+                batch = []
+        if batch:
+            yield from self._predict_batch(batch, encoded, predict_kwargs)
+
+    def _predict_batch(self, batch: List[Tuple[Any, Optional[str]]], encoded: EncodedVocabulary,
+                       predict_kwargs: Dict[str, Any]) -> List[SegmentationResult]:
+        results = self.predict([image for image, _ in batch], vocabulary=encoded, **predict_kwargs)
+        for result, (_, path) in zip(results, batch):
+            result.path = path
+        return results
+
+    def warmup(self, size: Tuple[int, int] = (480, 640)) -> float:
+        """One prediction on a blank ``size`` (H, W) image, so the first real frame does not pay
+        for lazy initialisation (allocator, kernels, caches). Uses the current classes, or a
+        one-class dummy vocabulary (no text encoding) when none are set. Returns its milliseconds."""
+        encoded = self._default
+        if encoded is None:
+            encoded = self.encode_vocabulary(["warmup"], embeddings=torch.ones(1, self.backbone.embed_dim))
+        image = np.zeros((int(size[0]), int(size[1]), 3), dtype=np.uint8)
+        t0 = time.perf_counter()
+        self.predict(image, vocabulary=encoded)
+        synchronize(self.device)
+        return (time.perf_counter() - t0) * 1e3
+
+    # ------------------------------------------------------------------ dense embeddings
+    @torch.no_grad()
+    def dense_embeddings(self, image: Union[ImageInput, ImageContext], resolution: str = "model",
+                         dtype: Any = np.float32, normalize: bool = False, bgr: bool = False) -> np.ndarray:
+        """Per-pixel language-aligned features ``(D, H, W)`` as a numpy array (on the CPU).
+
+        Scoring them against text embeddings gives the segmenter's logits:
+        ``np.einsum('dhw,qd->qhw', emb, text)`` equals ``canvas_logits(ctx, text)`` at
+        ``resolution="model"`` (windows stitched as the logits are: the maps are linear in the
+        features), and ``query_logits`` at ``"input"``.
+
+        Args:
+            image: an image (anything :meth:`predict` takes) or its ImageContext.
+            resolution: ``"model"``: the canvas (the resized image the model saw, ``resized_size``;
+                a whole-image pass is resized bilinearly from its patch grid); ``"input"``: the
+                input image's size (a plain bilinear resize; ``D*H*W*4`` bytes, 2 in float16,
+                e.g. 512 x 1080 x 1920 x 4 = 4.2 GB: prefer "model" or "patch" for big images);
+                ``"patch"``: the patch grid (a whole-image pass's features as they are; windows
+                stitched on the canvas, then averaged over ``p x p`` cells (the backbone's patch
+                size) from the top left: ``ceil(H'/p) x ceil(W'/p)``, a partial last cell
+                averaging the pixels it has).
+            dtype: ``np.float32`` (default) or ``np.float16`` (``torch`` dtypes work too).
+            normalize: rescale every pixel's vector to unit length (cosine similarity). The
+                head's window features are unit-length, but stitching overlapping windows and
+                resizing average neighbours, so norms can fall a little below 1; with
+                ``normalize=True`` the argmax over classes is the same but the logits are not
+                exactly ``canvas_logits``.
+        """
+        if resolution not in ("model", "input", "patch"):
+            raise ValueError(f"resolution must be 'model', 'input' or 'patch', got {resolution!r}")
+        torch_to_np = {torch.float32: np.float32, torch.float16: np.float16}
+        out_dtype = np.dtype(torch_to_np.get(dtype, dtype))
+        if out_dtype not in (np.float32, np.float16):
+            raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
+        ctx = image if isinstance(image, ImageContext) else self.encode_image(image, bgr=bgr)
+        canvas = ctx.to_canvas(ctx.features.float())  # [D, H', W'] (a whole pass: its patch grid)
+        if resolution == "patch":
+            if not ctx.whole:
+                ph, pw = self.backbone.patch_size
+                # p x p cells from the top left; the last row/column of cells averages what is left
+                canvas = F.avg_pool2d(canvas[None], (ph, pw), stride=(ph, pw), ceil_mode=True)[0]
+            emb = canvas
+        else:
+            size = ctx.output_size(resolution)
+            emb = canvas if tuple(canvas.shape[-2:]) == tuple(size) else resize_rows(canvas, size, 0, size[0])
+        if normalize:
+            emb = F.normalize(emb, dim=0)
+        return emb.cpu().numpy().astype(out_dtype, copy=False)
 
     @torch.no_grad()
     def predict_heads(self, image: ImageInput, heads: Sequence[Union[str, Mapping[str, Any], Head]],

@@ -576,3 +576,42 @@ class Detections:
         conf = np.ones(n, np.float32) if confidence is None else np.asarray(confidence, np.float32)
         names = [class_names[i] if class_names is not None and 0 <= i < len(class_names) else "" for i in ids]
         return cls(xyxy=boxes, mask=masks, confidence=conf, class_id=ids, class_name=names, data=dict(data))
+
+    def to_vision_msgs(self, header: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """A plain dict laid out as ROS 2 ``vision_msgs/msg/Detection2DArray`` (no ROS needed).
+
+        ``header`` is passed through (``{}`` when ``None``). Each detection has ``bbox``
+        (a ``BoundingBox2D``: centre ``position`` x/y and ``theta`` 0, ``size_x`` = width,
+        ``size_y`` = height, in pixels), one ``results`` hypothesis (``class_id`` = the class
+        *name*, ``""`` for a class-agnostic proposal; ``score`` = confidence) and ``id`` = its
+        index as a string. Values are plain Python floats and strings (``json.dumps`` works)::
+
+            msg = Detection2DArray(header=...)
+            for d in dets.to_vision_msgs()["detections"]:  # fill the message field by field
+                ...
+        """
+        detections = []
+        for i in range(len(self)):
+            x1, y1, x2, y2 = (float(c) for c in self.xyxy[i])
+            detections.append({
+                "bbox": {"center": {"position": {"x": (x1 + x2) / 2.0, "y": (y1 + y2) / 2.0}, "theta": 0.0},
+                         "size_x": x2 - x1, "size_y": y2 - y1},
+                "results": [{"hypothesis": {"class_id": str(self.class_name[i]),
+                                            "score": float(self.confidence[i])}}],
+                "id": str(i),
+            })
+        return {"header": {} if header is None else header, "detections": detections}
+
+    def label_image(self, height: int, width: int) -> np.ndarray:
+        """``(height, width)`` int32 instance image: pixel = instance index + 1, 0 = no
+        instance; later instances are drawn over earlier ones (``ValueError`` without masks
+        or when the masks are another size)."""
+        if self.mask is None:
+            raise ValueError("label_image needs detections with masks (these are box-only)")
+        if tuple(self.mask.shape[1:]) != (int(height), int(width)):
+            raise ValueError(f"the masks are {self.mask.shape[1]}x{self.mask.shape[2]}, "
+                             f"not {int(height)}x{int(width)}")
+        out = np.zeros((int(height), int(width)), dtype=np.int32)
+        for i, m in enumerate(self.mask):
+            out[np.asarray(m, dtype=bool)] = i + 1
+        return out

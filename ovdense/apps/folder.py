@@ -24,7 +24,6 @@ empty, unsupported) is reported by name in ``run.json`` and skipped.
 """
 from __future__ import annotations
 
-import glob
 import inspect
 import json
 import logging
@@ -36,7 +35,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
-from ..io.images import IMAGE_EXTENSIONS, ImageLoadError, load_image
+from ..io.images import ImageLoadError, load_image
+from ..io.sources import find_images, source_base  # noqa: F401  (re-exported: the folder tool's inputs)
 from ..evaluation.meta import collect_versions
 from ..io.writers import (YOLO_FORMATS, _json_default, write_json, write_label_png, write_overlay_jpg, write_text,
                           yolo_label_lines)
@@ -68,53 +68,6 @@ class FolderRunSummary:
     failed: List[Dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
-
-
-def _is_glob(path: str) -> bool:
-    return glob.has_magic(path) and not os.path.exists(path)
-
-
-def find_images(root: str, extensions: Sequence[str] = IMAGE_EXTENSIONS,
-                exclude: Sequence[str] = ()) -> List[str]:
-    """Image files below ``root`` (recursive, sorted); ``root`` may also be one image file, or a
-    glob pattern (``photos/*.jpg``, ``photos/**/*.png``; ``**`` spans folders) matched here.
-
-    Folders in ``exclude`` (e.g. the run's own output folder) and hidden entries are skipped.
-    """
-    exts = tuple(e.lower() for e in extensions)
-    skip = {os.path.realpath(e) for e in exclude}
-    if _is_glob(root):
-        found = []
-        for path in glob.glob(root, recursive=True):
-            real = os.path.realpath(path)
-            if (os.path.isfile(path) and path.lower().endswith(exts)
-                    and not any(real == s or real.startswith(s + os.sep) for s in skip)):
-                found.append(path)
-        return sorted(found)
-    if os.path.isfile(root):
-        return [root]
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"input folder not found: {root}")
-    found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and os.path.realpath(os.path.join(folder, d)) not in skip)
-        found += [os.path.join(folder, f) for f in files if f.lower().endswith(exts) and not f.startswith(".")]
-    return sorted(found)
-
-
-def source_base(src: str) -> str:
-    """The folder that output names are relative to: the folder itself, an image's folder, or a
-    glob's fixed leading folders (``photos/**/*.jpg`` -> ``photos``)."""
-    if _is_glob(src):
-        parts = []
-        for part in src.split(os.sep):
-            if glob.has_magic(part):
-                break
-            parts.append(part)
-        fixed = os.sep.join(parts)
-        return fixed if fixed or not src.startswith(os.sep) else os.sep
-    return src if os.path.isdir(src) else os.path.dirname(src)
 
 
 def output_stem(path: str, base: str) -> str:

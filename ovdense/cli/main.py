@@ -1,5 +1,5 @@
-"""The ``ovdense`` command line: ``demo``, ``segment``, ``configs``, ``eval-semantic``, ``eval-coco``
-and ``benchmark``.
+"""The ``ovdense`` command line: ``demo``, ``segment``, ``encode-classes``, ``configs``, ``eval-semantic``,
+``eval-coco`` and ``benchmark``.
 
 Exit codes: 0 done; 1 nothing produced (no image found, every image failed, or ``--strict`` and
 one failed); 2 a user error, reported as one ``error: ...`` line on stderr; 130 interrupted
@@ -26,6 +26,7 @@ from .common import (
     build_segmenter,
     check_classes_file,
     check_device,
+    check_file,
     check_output_dir,
     load_cli_config,
     positive_batch,
@@ -137,7 +138,8 @@ def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     # 1. inputs, cheapest first; no model is loaded before all of them pass
     check_device(args.device)
-    classes, background = _classes_from_args(args)
+    encoded = _vocabulary_file(args)
+    classes, background = (encoded, None) if encoded is not None else _classes_from_args(args)
     is_glob = not os.path.exists(args.src) and glob.has_magic(args.src)
     if not os.path.exists(args.src) and not is_glob:
         raise UserError(f"input folder not found: {args.src}")
@@ -170,10 +172,14 @@ def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
         background = cfg_background if background is None else background
     if classes is None:
         raise UserError("no classes: pass --classes or --classes-file (or a config/--dataset that names classes)")
-    vocab = _vocabulary(classes, background)
+    vocab = encoded.vocabulary if encoded is not None else _vocabulary(classes, background)
+    if encoded is not None:
+        _check_vocabulary_width(encoded, _config_embed_dim(cfg), args.vocabulary)
     check_output_dir(args.out)
     config = cfg.to_dict()
     config["classes"] = {"names": [list(s) for s in vocab.synonyms], "background": vocab.has_background}
+    if encoded is not None:  # other embeddings for the same names are another run (checked at --resume)
+        config["classes"]["vocabulary_sha256"] = _file_sha256(args.vocabulary)
     from ..runtime import resolve_device, resolve_dtype
 
     try:
@@ -192,6 +198,8 @@ def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     with text_progress(not args.quiet):
         seg = build_segmenter(cfg, args, classes=classes, background=background)
+    if encoded is not None:
+        _check_vocabulary_width(encoded, seg.backbone.embed_dim, args.vocabulary)
     seg.config = config
     dist = init_distributed(seg.device)
     info = {"config": config, "command": shlex.join(["ovdense", *argv]), "cwd": os.getcwd(),
@@ -226,6 +234,97 @@ def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return EXIT_FAILED
     if summary.failed and args.strict:
         return EXIT_FAILED
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------- vocabulary files
+def _vocabulary_file(args: argparse.Namespace):
+    """The EncodedVocabulary of ``--vocabulary`` (None without it); refused with other class options."""
+    path = getattr(args, "vocabulary", None)
+    if path is None:
+        return None
+    given = [flag for flag, value in (("--classes", args.classes), ("--classes-file", args.classes_file),
+                                      ("--background", args.background),
+                                      ("--background-first", args.background_first)) if value]
+    if given:
+        raise UserError(f"give --vocabulary or {'/'.join(given)}, not both (the vocabulary file holds the classes)")
+    check_file(path, "vocabulary file")
+    from ..structures import EncodedVocabulary
+
+    try:
+        return EncodedVocabulary.load(path)
+    except Exception as err:  # torch's unpickling, zip and key errors alike
+        if isinstance(err, (KeyboardInterrupt, MemoryError)):
+            raise
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"{path} is not an ovdense vocabulary file (make one with `ovdense encode-classes`): "
+                        f"{reason}") from None
+
+
+def _config_embed_dim(cfg: Any) -> Optional[int]:
+    """The text embedding width of the config's CLIP model, when known without loading it."""
+    import json
+
+    clip_model = (cfg.get("backbone") or {}).get("clip_model")
+    if not isinstance(clip_model, str):
+        return None
+    try:
+        if clip_model.endswith(".json"):
+            with open(clip_model) as f:
+                return int(json.load(f)["embed_dim"])
+        import open_clip
+
+        return int(open_clip.get_model_config(clip_model.replace("/", "-"))["embed_dim"])
+    except Exception:  # unknown: checked once the model is loaded
+        return None
+
+
+def _check_vocabulary_width(encoded: Any, width: Optional[int], path: str) -> None:
+    if width is not None and encoded.text.shape[1] != width:
+        raise UserError(f"{path}: embeddings are {encoded.text.shape[1]} wide but this model's text embeddings are "
+                        f"{width} wide: encode the classes with the same CLIP model "
+                        f"(ovdense encode-classes --config ...)")
+
+
+def _file_sha256(path: str) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def cmd_encode_classes(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
+    return run_guarded(lambda: _encode_classes(args))
+
+
+def _encode_classes(args: argparse.Namespace) -> int:
+    from ..text.embedding import text_progress
+
+    check_device(args.device)
+    args.classes = args.names or None
+    classes, background = _classes_from_args(args)
+    if classes is None:
+        raise UserError("no classes: give NAMES or --classes-file")
+    vocab = _vocabulary(classes, background)
+    out = args.output
+    if os.path.isdir(out):
+        raise UserError(f"output {out} is a folder; give a file name such as vocab.pt")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise UserError(f"output folder not found: {parent}")
+    cfg = load_cli_config(args)
+    with text_progress(not args.quiet):
+        seg = build_segmenter(cfg, args, classes=vocab)
+    tmp = f"{out}.tmp-{os.getpid()}"
+    try:
+        seg.encoded_vocabulary.save(tmp)
+        os.replace(tmp, out)
+    except OSError as err:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise UserError(f"cannot write {out}: {err.strerror or err}") from None
+    print(f"{vocab.num_classes} classes ({vocab.num_queries} queries, {seg.encoded_vocabulary.text.shape[1]}-d) "
+          f"-> {out}")
     return EXIT_OK
 
 
@@ -356,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dataset", default=None,
                    help="use the shipped config of this benchmark for --method (its protocol and classes), "
                         "e.g. voc21, ade20k")
+    c.add_argument("--vocabulary", default=None, metavar="FILE",
+                   help="classes with their text embeddings, written by `ovdense encode-classes` (instead of "
+                        "--classes/--classes-file/--background: no text encoding at start)")
     o = p.add_argument_group("run")
     o.add_argument("--out", default=None, help="output folder (default: runs/segment/exp, exp2, ...)")
     o.add_argument("--resume", action="store_true",
@@ -381,6 +483,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "outline); implies --save-txt (default: box)")
     add_model_options(p)
     p.set_defaults(func=cmd_segment)
+
+    e = sub.add_parser("encode-classes", help="encode class names once into a vocabulary file (segment --vocabulary)",
+                       description="Encode class names with the config's CLIP text encoder (its templates) and write "
+                                   "an EncodedVocabulary file: `ovdense segment --vocabulary FILE` and "
+                                   "EncodedVocabulary.load(FILE) then start without encoding text.",
+                       epilog="examples:\n  ovdense encode-classes cat \"dog, puppy\" --background sky -o pets.pt\n"
+                              "  ovdense encode-classes --classes-file names.txt --config naclip_voc21 -o voc.pt\n"
+                              "  ovdense segment photos/ --config naclip_voc21 --vocabulary voc.pt")
+    e.add_argument("names", nargs="*", metavar="NAMES",
+                   help='class names; each value is one class, synonyms separated by ", " (e.g. cat "dog, puppy")')
+    e.add_argument("--classes-file", help='name file: one class per line, synonyms separated by ", " or "; "')
+    e.add_argument("--background", help='background synonyms to add as class 0, e.g. "sky, wall, floor"')
+    e.add_argument("--background-first", action="store_true",
+                   help="the first line of --classes-file is the background class")
+    e.add_argument("-o", "--output", required=True, metavar="FILE", help="the vocabulary file to write (.pt)")
+    e.add_argument("--quiet", action="store_true", help="no text-encoding progress bar")
+    add_model_options(e)
+    e.set_defaults(func=cmd_encode_classes)
 
     g = sub.add_parser("configs", help="list the shipped configs, or print one",
                        description="List the shipped configs (usable by name with --config), or print one.")
