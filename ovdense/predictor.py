@@ -348,7 +348,7 @@ class OVSegmenter:
             t0 = time.perf_counter()
             path = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
             rgb = load_image(image, bgr=bgr)
-            raw, normalised = self.preprocessor(rgb, self.device)
+            raw, normalised = self.preprocessor(rgb, self.device, path or "image")
             loaded.append((normalised, raw, rgb, path, (time.perf_counter() - t0) * 1e3))
         feats = self.encode_normalized([n for n, *_ in loaded], [r.shape[:2] for _, _, r, *_ in loaded],
                                        heads=heads, raw=[r for _, r, *_ in loaded], requires=requires)

@@ -32,6 +32,17 @@ def weights_normalisation(model) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
     return tuple(255.0 * m for m in mean), tuple(255.0 * s for s in std)
 
 
+def model_patch_size(model) -> Optional[int]:
+    """The larger side of an open_clip model's patch (``model.visual.patch_size``), or None."""
+    patch = getattr(getattr(model, "visual", None), "patch_size", None)
+    if patch is None:
+        return None
+    try:
+        return int(max(patch)) if isinstance(patch, (tuple, list)) else int(patch)
+    except (TypeError, ValueError):
+        return None
+
+
 def rescale_size(height: int, width: int, scale: Tuple[int, int]) -> Tuple[int, int]:
     """mmcv ``imrescale`` size: factor ``min(max(scale)/long, min(scale)/short)``, rounded half up."""
     factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
@@ -47,12 +58,17 @@ class Preprocessor:
             None keeps the input size.
         image_scale: the full mmcv ``(long, short)`` pair instead (e.g. ``(520, 520)``).
         mean, std: normalisation on 0-255 RGB; None (default) follows the weights.
+        min_side: the smallest short side (px) the model takes after resizing: its patch
+            size. None (default) follows the weights (:meth:`with_weights`); a smaller
+            image (e.g. 10x200 with ``short_side=None``) is refused with a ValueError
+            naming it, never passed on to fail inside the patch embedding.
     """
 
     short_side: Optional[int] = 336
     image_scale: Optional[Tuple[int, int]] = None
     mean: Optional[Sequence[float]] = None
     std: Optional[Sequence[float]] = None
+    min_side: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.short_side is not None and self.image_scale is not None:
@@ -72,11 +88,17 @@ class Preprocessor:
         return None if self.short_side is None else (2048, int(self.short_side))
 
     def with_weights(self, model) -> "Preprocessor":
-        """This preprocessor with mean/std filled in from ``model``'s preprocess config."""
+        """This preprocessor with mean/std (from ``model``'s preprocess config) and
+        ``min_side`` (its patch size) filled in where not given."""
+        out = self
+        if self.min_side is None:
+            patch = model_patch_size(model)
+            if patch:
+                out = dataclasses.replace(out, min_side=patch)
         if self.mean is not None and self.std is not None:
-            return self
+            return out
         mean, std = weights_normalisation(model)
-        return dataclasses.replace(self, mean=tuple(self.mean or mean), std=tuple(self.std or std))
+        return dataclasses.replace(out, mean=tuple(self.mean or mean), std=tuple(self.std or std))
 
     def resize(self, image: np.ndarray, name: str = "image") -> np.ndarray:
         """uint8 RGB ``(H, W, 3)`` -> resized uint8 RGB (bilinear, as mmcv).
@@ -84,7 +106,8 @@ class Preprocessor:
         Raises:
             ValueError: (an :class:`~ovdense.io.ImageLoadError`) naming ``name``, for an image
                 too thin to segment (:func:`~ovdense.io.images.check_image_geometry`) or one
-                that this scale would resize to nothing.
+                that this scale would resize to nothing or to a short side below ``min_side``
+                (the model's patch).
         """
         import cv2
 
@@ -92,12 +115,15 @@ class Preprocessor:
 
         h, w = image.shape[:2]
         check_image_geometry(h, w, name)
-        if self.scale is None:
-            return image
-        nh, nw = rescale_size(h, w, self.scale)
+        nh, nw = (h, w) if self.scale is None else rescale_size(h, w, self.scale)
         if min(nh, nw) < 1:
             raise ImageLoadError(f"{name}: image of {h}x{w} px (HxW) would resize to {nh}x{nw} px at scale "
                                  f"{self.scale} (long, short): too thin for this scale; crop or pad it first")
+        if self.min_side and min(nh, nw) < self.min_side:
+            how = ("kept at its size (preprocess short_side=None)" if self.scale is None
+                   else f"resized to {nh}x{nw} px at scale {self.scale} (long, short)")
+            raise ImageLoadError(f"{name}: image of {h}x{w} px (HxW), {how}, is smaller than the model's "
+                                 f"{self.min_side} px patch; resize or pad it first, or set preprocess short_side")
         if (nh, nw) == (h, w):
             return image
         return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
@@ -110,7 +136,9 @@ class Preprocessor:
         std = torch.tensor(self.std, dtype=torch.float32, device=image.device).view(3, 1, 1)
         return (image.float() - mean) / std
 
-    def __call__(self, image: np.ndarray, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(uint8 [3, H', W'], normalised float32 [3, H', W'])`` of a uint8 RGB image, on ``device``."""
-        raw = torch.from_numpy(np.ascontiguousarray(self.resize(image))).to(device).permute(2, 0, 1)
+    def __call__(self, image: np.ndarray, device: torch.device,
+                 name: str = "image") -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(uint8 [3, H', W'], normalised float32 [3, H', W'])`` of a uint8 RGB image, on ``device``
+        (``name`` says which image in error messages)."""
+        raw = torch.from_numpy(np.ascontiguousarray(self.resize(image, name))).to(device).permute(2, 0, 1)
         return raw, self.normalise(raw)

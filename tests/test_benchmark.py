@@ -3,6 +3,7 @@ the roofline's FLOP count is right."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,3 +244,53 @@ def test_matmul_peak_and_device_facts():
 def test_datasheet_peaks_match_device_names(monkeypatch, name, tflops):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
     assert roofline.nominal_bf16_tflops(torch.device("cuda")) == tflops
+
+
+def test_latency_mode_reports_per_frame_and_per_stage_times(tmp_path):
+    """``benchmark --latency``: the shipped latency config on the tiny model, frame by frame;
+    fields present and numbers positive (no timing assertions)."""
+    out = tmp_path / "latency"
+    assert main(["benchmark", "--latency", "--config", "latency_640x480", "--clip-model", str(TINY_CONFIG),
+                 "--frames", "3", "--warmup", "1", "--size", "160x120", "--device", "cpu", "--out", str(out)]) == 0
+    info = json.loads((out / "benchmark.json").read_text())
+    assert info["mode"] == "latency" and info["config"] == "configs/latency/latency_640x480.py"
+    assert info["device"] == "cpu" and info["threads"] == torch.get_num_threads() and info["device_name"]
+    assert info["frame"] == [120, 160] and info["frames"] == 3 and len(info["per_frame_ms"]) == 3
+    # the config: one whole-image pass at short side 224, SCLIP, output at the model's canvas
+    assert info["windows"] == 1 and info["short_side"] == 224 and info["head"] == "SCLIPHead"
+    assert info["resolution"] == "model" and info["output"] == info["model_input"] and min(info["model_input"]) == 224
+    assert info["classes"] == 21 and info["queries"] == 56 and "random" in info["vocabulary"]
+    for stats in [info["ms_per_frame"]] + [info["stages_ms"][s] for s in ("load", "features", "logits", "decode")]:
+        assert set(stats) >= {"p50", "p90", "max"}
+        assert 0 < stats["p50"] <= stats["p90"] <= stats["max"]
+    assert set(info["stages_ms"]) == {"load", "features", "logits", "refine", "decode"}
+    assert info["stages_ms"]["refine"]["p50"] >= 0  # no refiners: only the empty loop
+    assert info["frames_per_s"] > 0 and all(ms > 0 for ms in info["warmup_ms"])
+    table = (out / "benchmark.md").read_text()
+    assert "| **frame (predict call)** |" in table and "| features |" in table and "frames/s" in table
+
+
+def test_latency_mode_input_resolution_and_a_config_file(tmp_path):
+    """--resolution input gives the frame's size; --config takes a file (here a variant with
+    short side 336 inheriting the shipped config)."""
+    from ovdense.config import find_config
+
+    variant = tmp_path / "variant.py"
+    base = find_config("latency_640x480")
+    names = str(Path(base).parents[1] / "names" / "cls_voc21.txt")  # name files are relative to the leaf
+    variant.write_text(f"_base_ = [{base!r}]\npreprocess = dict(short_side=336)\n"
+                       f"classes = dict(names={names!r}, background='first')\n")
+    out = tmp_path / "latency"
+    assert main(["benchmark", "--latency", "--config", str(variant), "--clip-model", str(TINY_CONFIG),
+                 "--frames", "1", "--warmup", "0", "--size", "160x120", "--resolution", "input", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    info = json.loads((out / "benchmark.json").read_text())
+    assert info["short_side"] == 336 and min(info["model_input"]) == 336 and info["output"] == [120, 160]
+    assert info["ms_per_frame"]["p50"] > 0 and info["warmup_ms"] == []
+
+
+@pytest.mark.parametrize("argv", [["--config", "latency_640x480"], ["--latency", "--frames", "0"]])
+def test_latency_options_are_checked(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["benchmark"] + argv)
+    assert exc.value.code == 2

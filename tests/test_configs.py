@@ -23,6 +23,8 @@ NUM_CLASSES = {"voc21": 21, "voc20": 20, "context60": 60, "context59": 59, "coco
 WITH_BACKGROUND = {"voc21", "context60", "coco_object"}
 
 LEAVES = sorted(p for p in CONFIGS.rglob("*.py") if "_base_" not in p.parts)
+#: Shipped configs that are not a benchmark protocol (no dataset, no published number).
+NOT_PROTOCOLS = {"latency/latency_640x480.py"}
 BASES = sorted((CONFIGS / "_base_").glob("*.py"))
 
 #: Tiny stand-ins for the feature providers of the shipped configs, by patch size (the configs
@@ -85,6 +87,8 @@ def test_bases_have_no_base(path):
 
 @pytest.mark.parametrize("path", LEAVES, ids=_rel)
 def test_leaf_config(path):
+    if _rel(path) in NOT_PROTOCOLS:
+        pytest.skip("configs/latency is a deployment config, not a benchmark protocol: no dataset_type, no class count")
     bases = _base_entries(path)
     assert len(bases) == 1, f"{_rel(path)}: exactly one _base_ expected, got {bases}"
     base = (path.parent / bases[0]).resolve()
@@ -211,6 +215,8 @@ def test_configs_refer_to_nothing_outside_the_repository():
 
 @pytest.mark.parametrize("path", LEAVES + BASES, ids=_rel)
 def test_every_config_names_its_paper_and_official_repository(path):
+    if _rel(path) in NOT_PROTOCOLS:
+        pytest.skip("configs/latency is not a published protocol: its folder is no method (it names its head's paper)")
     head = path.stem if path.parent.name == "_base_" else path.parent.name
     header = []
     for line in path.read_text(encoding="utf-8").splitlines():

@@ -26,6 +26,13 @@ disturbed run on a shared machine. Writes ``benchmark.json`` and ``benchmark.md`
 
 Random weights are fine for timing (``--pretrained none``); pass a tag or a file for real ones.
 
+Latency mode (``--latency``, :mod:`ovdense.bench.latency`) times ``predict`` frame by frame under
+one shipped config instead (default ``configs/latency/latency_640x480.py``; ``--size`` defaults to
+the config's frame size), the vocabulary encoded once and passed per call; it reports p50 / p90 /
+max ms per frame and per stage and frames per second::
+
+    ovdense benchmark --latency --config latency_640x480 --frames 20 --out runs/latency
+
 Heads that read a feature provider (``proxyclip``: a DINO ViT-B/8 as ``vfm``) are timed only
 when named (``--heads proxyclip``). Their providers are built once per head from the base
 config and shared by the fast path and the baseline (random weights unless ``--vfm-weights``;
@@ -57,7 +64,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import ovdense
-from ovdense.bench import roofline
+from ovdense.bench import latency, roofline
 from ovdense.config import configs_dir, find_config, list_configs, load_config, segmenter_kwargs
 from ovdense.heads.proxyclip import ProxyCLIPHead
 from ovdense.io.writers import atomic_path, write_json
@@ -170,7 +177,7 @@ def build_segmenter(head: str, backbone: ovdense.CLIPBackbone, device, dtype: to
 
 
 #: The class list timed: the shipped VOC21 name file (background line first), as the configs use it.
-VOC21_NAMES = "names/cls_voc21.txt"
+VOC21_NAMES = latency.VOC21_NAMES
 
 
 def voc21_classes() -> List[List[str]]:
@@ -810,7 +817,8 @@ def main(argv=None) -> int:
     heads = available_heads()
     p.add_argument("--heads", nargs="+", default=[h for h in HEADS if h in heads], choices=heads,
                    help="heads to time, each under its shipped protocol configs/_base_/HEAD.py")
-    p.add_argument("--size", default="500x375", help="WIDTHxHEIGHT of the test images")
+    p.add_argument("--size", default=None,
+                   help="WIDTHxHEIGHT of the test images (default 500x375; --latency: the config's frame size)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", nargs="+", default=["fp32"],
                    help="one or more of fp32, fp16, bf16 (the baseline is fp32)")
@@ -827,8 +835,23 @@ def main(argv=None) -> int:
                         "ViT-B/8), or none (default: random weights)")
     p.add_argument("--tiny-vfm", action="store_true",
                    help=f"tests: build those providers with {TINY_VFM} (same patch size and position grid)")
+    lat = p.add_argument_group("latency mode (--latency): per-frame latency of one config, see ovdense.bench.latency")
+    lat.add_argument("--latency", action="store_true",
+                     help="time predict() frame by frame under one shipped config instead of the heads' protocols")
+    lat.add_argument("--config", default=None,
+                     help=f"config to time (a shipped name or a file; default {latency.DEFAULT_CONFIG})")
+    lat.add_argument("--frames", type=int, default=20, help="timed frames (default 20)")
+    lat.add_argument("--warmup", type=int, default=2, help="warm-up calls before timing (default 2)")
+    lat.add_argument("--resolution", choices=("model", "input"), default="model",
+                     help="predict(resolution=...): label map at the model's canvas (default) or the frame's size")
     args = p.parse_args(argv)
-    if not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", args.size):
+    if args.config is not None and not args.latency:
+        p.error("--config needs --latency (the other modes time the heads' base protocols, see --heads)")
+    if args.frames < 1 or args.warmup < 0:
+        p.error("--frames must be positive and --warmup non-negative")
+    if args.size is None and not args.latency:
+        args.size = "500x375"
+    if args.size is not None and not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", args.size):
         p.error(f"--size must be WIDTHxHEIGHT in pixels, e.g. 500x375 (got {args.size!r})")
     if any(b < 1 for b in args.batch_sizes):
         p.error("--batch-sizes must be positive")
@@ -838,14 +861,20 @@ def main(argv=None) -> int:
         args.baseline_repeats = args.repeats
     if args.threads:
         torch.set_num_threads(args.threads)
-    info = run(args)
-    table = markdown(info)
+    if args.latency:
+        info = latency.run(args)
+        table = latency.markdown(info)
+    else:
+        info = run(args)
+        table = markdown(info)
     print(table)
     if args.out:
         write_json(os.path.join(args.out, "benchmark.json"), info)
         with atomic_path(os.path.join(args.out, "benchmark.md")) as tmp, open(tmp, "w") as fh:
             fh.write(table)
         print(f"wrote {os.path.join(args.out, 'benchmark.json')} and benchmark.md", flush=True)
+    if args.latency:
+        return 0
     unequal = [r for r in info["rows"] if r["parity_required"] and not r["parity_ok"]]
     for r in unequal:
         detail = (f"logits on the same VFM features {r['parity']['logit_diff_same_vfm']:.2e}, VFM features "

@@ -31,6 +31,11 @@ class ImageLoadError(ValueError):
     """An image could not be read or has an unsupported layout; the message names it."""
 
 
+class ImageNotFoundError(ImageLoadError, FileNotFoundError):
+    """An image path that does not exist: both a :class:`FileNotFoundError` and (like every
+    image problem) an :class:`ImageLoadError`; the message names the path."""
+
+
 def check_image_geometry(height: int, width: int, name: str = "image") -> None:
     """Refuse an image too thin to segment: short side below :data:`MIN_IMAGE_SIDE` px, or
     long / short side above :data:`MAX_ASPECT_RATIO` (resized for CLIP, its short side would
@@ -51,8 +56,10 @@ def check_image_geometry(height: int, width: int, name: str = "image") -> None:
 def _from_file(path: str) -> np.ndarray:
     import cv2
 
+    if os.path.isdir(path):
+        raise ImageLoadError(f"{path}: is a directory, not an image file (predict_iter takes a folder)")
     if not os.path.isfile(path):
-        raise ImageLoadError(f"{path}: no such file")
+        raise ImageNotFoundError(f"{path}: no such file")
     if os.path.getsize(path) == 0:
         raise ImageLoadError(f"{path}: empty file")
     data = np.fromfile(path, dtype=np.uint8)
@@ -67,24 +74,31 @@ def _float_to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise ImageLoadError(f"{name}: float image contains NaN or inf")
     arr = arr.astype(np.float32, copy=False) if arr.dtype == np.float16 else arr
-    if arr.min() < 0 or arr.max() > 1:
-        raise ImageLoadError(f"{name}: float images must lie in [0, 1]")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0 or hi > 1:
+        raise ImageLoadError(f"{name}: float images must lie in [0, 1], got values in [{lo:g}, {hi:g}]; for 0-255 "
+                             f"data pass uint8 (e.g. np.clip(a, 0, 255).astype(np.uint8))")
     return np.round(arr * 255).astype(np.uint8)
 
 
 def _from_array(arr: np.ndarray, bgr: bool, name: str) -> np.ndarray:
+    if arr.size == 0:
+        raise ImageLoadError(f"{name}: empty image of shape {arr.shape}")
     if arr.ndim == 2:
         arr = arr[:, :, None]
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] not in (1, 3, 4):
+        raise ImageLoadError(f"{name}: array of shape {arr.shape} looks channel-first (CxHxW); images are taken "
+                             f"channel-last only: pass HxWx3 (e.g. a.transpose(1, 2, 0))")
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-        raise ImageLoadError(f"{name}: expected an HxW, HxWx3 or HxWx4 array, got shape {arr.shape}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ImageLoadError(f"{name}: empty image of shape {arr.shape}")
+        hint = "; for a batch pass a list of images" if arr.ndim == 4 else ""
+        raise ImageLoadError(f"{name}: expected an HxW, HxWx1, HxWx3 or HxWx4 array, got shape {arr.shape}{hint}")
     if arr.dtype == np.uint16:
         arr = (arr >> 8).astype(np.uint8)
     elif arr.dtype in FLOAT_DTYPES:
         arr = _float_to_uint8(arr, name)
     elif arr.dtype != np.uint8:
-        raise ImageLoadError(f"{name}: unsupported dtype {arr.dtype} (use uint8)")
+        raise ImageLoadError(f"{name}: unsupported dtype {arr.dtype}: pass uint8 (0-255), uint16, or float "
+                             f"in [0, 1] (e.g. np.clip(a, 0, 255).astype(np.uint8) for 0-255 integers)")
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
     arr = arr[:, :, :3]
@@ -108,23 +122,29 @@ def _from_pil(image: "PIL.Image.Image") -> np.ndarray:  # noqa: F821
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(image).astype(np.uint32)
         return _from_array((np.clip(arr, 0, 65535).astype(np.uint16)), False, "PIL image")
-    return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    return np.array(image.convert("RGB"))  # a writable copy (np.asarray of a PIL image is read-only)
 
 
 def load_image(image: ImageInput, bgr: bool = False) -> np.ndarray:
     """Return ``(H, W, 3)`` uint8 RGB.
 
     Args:
-        image: a file path, a PIL image, or a numpy array (HxW, HxWx3 or HxWx4; uint8,
-            uint16, or float16/32/64 in [0, 1]). Arrays are taken as RGB unless
-            ``bgr=True`` (OpenCV / cv_bridge users). Files (as OpenCV applies it) and
-            PIL images are turned upright by their EXIF orientation; arrays are taken
-            as they are.
+        image: a file path, a PIL image (any mode: palette, grey, 1-bit, LA, RGBA, 16-bit
+            ...), or a numpy array (HxW, HxWx1, HxWx3 or HxWx4, channel-last; uint8,
+            uint16 (reduced to its high byte), or float16/32/64 in [0, 1], which is scaled
+            by 255 and rounded). Arrays are taken as RGB unless ``bgr=True`` (OpenCV /
+            cv_bridge users); a fourth channel (alpha) is dropped. Files (as OpenCV
+            applies it) and PIL images are turned upright by their EXIF orientation;
+            arrays are taken as they are. Channel-first ``(3, H, W)`` arrays and torch
+            tensors are refused, never transposed by guess.
 
     Raises:
-        ImageLoadError: one line naming the input and the problem (missing or corrupt
-            file, unsupported shape or dtype, float values outside [0, 1], NaN or inf, an
-            image too thin to segment: see :func:`check_image_geometry`).
+        ImageNotFoundError: a path that does not exist (a ``FileNotFoundError`` and an
+            ``ImageLoadError``).
+        ImageLoadError: one line naming the input and the problem (a directory, an empty
+            or corrupt file, unsupported shape or dtype, a channel-first array or a tensor,
+            float values outside [0, 1], NaN or inf, an empty array, an image too thin to
+            segment: see :func:`check_image_geometry`).
     """
     if isinstance(image, (str, os.PathLike)):
         name = os.fspath(image)
@@ -138,7 +158,12 @@ def load_image(image: ImageInput, bgr: bool = False) -> np.ndarray:
         except ImportError:  # pragma: no cover - Pillow is a dependency
             Image = None
         if Image is None or not isinstance(image, Image.Image):
-            raise ImageLoadError(f"unsupported image input of type {type(image).__name__}")
+            if type(image).__module__.split(".")[0] == "torch":
+                raise ImageLoadError(f"a torch {type(image).__name__} of shape {tuple(getattr(image, 'shape', ()))} "
+                                     f"is not an image input (its layout would be a guess): pass a numpy HxWx3 "
+                                     f"uint8 array, e.g. t.permute(1, 2, 0).cpu().numpy() for a CxHxW tensor")
+            raise ImageLoadError(f"unsupported image input of type {type(image).__name__}: pass a file path, a "
+                                 f"PIL image or a numpy HxWx3 uint8 array")
         name = "PIL image"
         rgb = _from_pil(image)
     check_image_geometry(rgb.shape[0], rgb.shape[1], name)

@@ -21,6 +21,7 @@ import logging
 import os
 import tempfile
 import threading
+import warnings
 from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
@@ -123,8 +124,39 @@ class TextEmbedder:
             if tmp and os.path.exists(tmp):
                 os.remove(tmp)
 
+    def too_long(self, queries: Sequence[str]) -> Dict[str, int]:
+        """The queries whose longest prompt (with start and end tokens) exceeds the text
+        encoder's context, with that length in tokens; the tokenizer truncates them (CLIP
+        keeps the first 76 tokens and ends with the end-of-text token). Empty when the
+        backbone's tokenizer cannot count tokens (no ``encode`` and ``context_length``)."""
+        try:
+            tok = self.backbone.tokenizer()
+        except Exception:  # fakes and backbones without an open_clip tokenizer
+            return {}
+        encode, context = getattr(tok, "encode", None), getattr(tok, "context_length", None)
+        if not callable(encode) or not isinstance(context, int) or getattr(tok, "reduction_fn", None) is not None:
+            return {}
+        out = {}
+        for q in queries:
+            longest = max(len(encode(t.format(q))) + 2 for t in self.templates)
+            if longest > context:
+                out[q] = longest
+        return out
+
+    def _warn_too_long(self, queries: Sequence[str]) -> None:
+        long = self.too_long(queries)
+        if not long:
+            return
+        context = self.backbone.tokenizer().context_length
+        shown = "; ".join(f"{q[:60] + '...' if len(q) > 60 else q!r} ({n} tokens)" for q, n in list(long.items())[:3])
+        more = f" and {len(long) - 3} more" if len(long) > 3 else ""
+        warnings.warn(f"text: {len(long)} class name(s) longer than the text encoder's {context}-token context "
+                      f"(with the prompt template) are truncated by the tokenizer, which ignores the words past the "
+                      f"limit: {shown}{more}; shorten them", UserWarning, stacklevel=4)
+
     @torch.no_grad()
     def _encode(self, queries: Sequence[str]) -> torch.Tensor:
+        self._warn_too_long(queries)
         prompts = [t.format(q) for q in queries for t in self.templates]
         from tqdm import tqdm
 

@@ -42,10 +42,14 @@ class Vocabulary:
 
     @classmethod
     def from_synonyms(cls, synonyms: Sequence[Sequence[str]], has_background: bool = False) -> "Vocabulary":
+        synonyms = [list(group) for group in synonyms]
         groups = [tuple(s.strip() for s in group if s.strip()) for group in synonyms]
         empty = [i for i, g in enumerate(groups) if not g]
         if empty:
-            raise ValueError(f"class {empty[0]} has no name")
+            i = empty[0]
+            given = f" (given {synonyms[i]!r})" if synonyms[i] else ""
+            raise ValueError(f"class {i} has no name{given}: a class needs a name that is not empty or only "
+                             f"whitespace")
         if not groups:
             raise ValueError("the vocabulary is empty")
         seen: dict = {}
@@ -134,6 +138,9 @@ def _class_groups(classes: object) -> List[List[str]]:
     if isinstance(classes, (bytes, bytearray)) or not hasattr(classes, "__iter__"):
         raise ValueError(f"classes is {classes!r} ({type(classes).__name__}): give a name-file path, one class "
                          f"line, or a list of classes")
+    if isinstance(classes, (set, frozenset)):
+        raise ValueError(f"classes is a {type(classes).__name__}, which has no order (the label of each class "
+                         f"would change between runs): give a list, e.g. sorted(classes)")
     groups = []
     for i, item in enumerate(classes):
         where = f"class {i}"
@@ -167,8 +174,15 @@ def build_vocabulary(
 
     Raises:
         ValueError: an entry that is not a string or a list of strings (``None`` included),
-            naming the entry and its position; an empty vocabulary, an empty class or two
-            classes with the same name.
+            naming the entry and its position; an empty vocabulary (``[]``), an empty or
+            whitespace-only class, two classes with the same name (case-insensitive), or a
+            ``set`` of classes (unordered: the labels would be arbitrary).
+
+    Empty or whitespace-only synonyms inside a class are dropped (``"dog, , puppy"`` is
+    ``dog`` and ``puppy``). A synonym shared by two classes is allowed (the reference name
+    files have some); it scores both. Names longer than the text encoder's context (77
+    tokens for CLIP, with the prompt template) are truncated by the tokenizer: the
+    :class:`~ovdense.text.TextEmbedder` warns, naming them.
         FileNotFoundError: a name file that does not exist.
     """
     has_bg = background is not None
