@@ -37,6 +37,7 @@ from .backbones.clip import CLIPBackbone
 from .decode import Decoder
 from .heads import Head, build_head
 from .io.images import ImageInput, load_image
+from .io.sources import iter_images
 from .ops.bilinear import resize_rows
 from .ops.windows import SlidingWindows, crop_windows
 from .preprocess import Preprocessor
@@ -504,7 +505,6 @@ class OVSegmenter:
         return self._render(feats, encoded, return_scores, resolution, progress)
 
     # ------------------------------------------------------------------ streams (robots, services)
-    VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
     def predict_iter(
         self,
@@ -534,68 +534,8 @@ class OVSegmenter:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         encoded = self.resolve_vocabulary(vocabulary)
         bgr = bool(predict_kwargs.pop("bgr", False))
-        items = self._stream_items(source, bgr)
+        items = iter_images(source, bgr=bgr)
         return self._predict_stream(items, encoded, int(batch_size), predict_kwargs)
-
-    def _stream_items(self, source: Any, bgr: bool) -> Iterator[Tuple[Any, Optional[str]]]:
-        """``(image, path)`` pairs of a source, read lazily (files are loaded when pulled)."""
-        import glob as _glob
-
-        def files(paths: Sequence[str]) -> Iterator[Tuple[Any, Optional[str]]]:
-            for path in paths:
-                yield load_image(path), path
-
-        def items(iterable: Any) -> Iterator[Tuple[Any, Optional[str]]]:
-            for item in iterable:
-                if isinstance(item, ImageContext):
-                    yield item, item.path
-                elif isinstance(item, (str, os.PathLike)):
-                    yield load_image(item), os.fspath(item)
-                else:
-                    yield load_image(item, bgr=bgr), None
-
-        if isinstance(source, (str, os.PathLike)):
-            from .io.sources import find_images
-
-            path = os.fspath(source)
-            if os.path.isfile(path) and path.lower().endswith(self.VIDEO_EXTENSIONS):
-                return self._video_frames(path)
-            if os.path.exists(path) or _glob.has_magic(path):
-                found = find_images(path)
-                if not found:
-                    raise FileNotFoundError(f"no images {'match' if _glob.has_magic(path) else 'found in'} {path}")
-                return files(found)
-            raise FileNotFoundError(f"no such file, folder or pattern: {path}")
-        if isinstance(source, np.ndarray) and source.ndim in (2, 3):
-            return items([source])  # one image (a 4-D array is a stack of frames)
-        if not hasattr(source, "__iter__") or hasattr(source, "getexif"):  # PIL images are not streams
-            return items([source])
-        return items(source)
-
-    @staticmethod
-    def _video_frames(path: str) -> Iterator[Tuple[np.ndarray, str]]:
-        import cv2
-
-        from .io.images import ImageLoadError
-
-        capture = cv2.VideoCapture(path)
-        if not capture.isOpened():
-            capture.release()
-            raise ImageLoadError(f"{path}: not a readable video")
-
-        def frames() -> Iterator[Tuple[np.ndarray, str]]:
-            try:
-                index = 0
-                while True:
-                    ok, frame = capture.read()
-                    if not ok:
-                        return
-                    yield load_image(frame, bgr=True), f"{path}#{index}"
-                    index += 1
-            finally:
-                capture.release()
-
-        return frames()
 
     def _predict_stream(self, items: Iterator[Tuple[Any, Optional[str]]], encoded: EncodedVocabulary,
                         batch_size: int, predict_kwargs: Dict[str, Any]) -> Iterator[SegmentationResult]:
