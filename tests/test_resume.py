@@ -107,6 +107,30 @@ def _assert_equal_outputs(out: Path, fresh: Path):
     assert not list(out.rglob(".tmp-*"))
 
 
+def test_what_resume_checks_is_on_disk_before_the_first_image(scenes, tmp_path, monkeypatch):
+    """The invariant that makes any stop resumable, checked in-process (fast): when the first
+    image is predicted, run.json already records the classes and the config, status running."""
+    import ovdense
+
+    src, config = scenes
+    out = tmp_path / "out"
+    seen = []
+    original = ovdense.OVSegmenter.predict
+
+    def predict(self, *args, **kwargs):
+        if not seen:
+            seen.append(json.loads((out / "run.json").read_text()))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ovdense.OVSegmenter, "predict", predict)
+    assert main(_command(src, config, out)[3:]) == 0
+    record = seen[0]
+    assert record["status"] == "running" and record["fingerprint"]["classes"]
+    assert record["fingerprint"]["config"]["head"] == {"type": "maskclip"}
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.slow  # three subprocess runs and a kill (the in-process test above checks the invariant)
 def test_sigkill_then_resume_equals_a_fresh_run(scenes, fresh, tmp_path):
     src, config = scenes
     out = tmp_path / "out"
@@ -132,7 +156,7 @@ def test_sigkill_then_resume_equals_a_fresh_run(scenes, fresh, tmp_path):
     _assert_equal_outputs(out, fresh)
 
 
-@pytest.mark.slow  # a second subprocess kill-and-resume (SIGKILL runs in the default set)
+@pytest.mark.slow  # a second subprocess kill-and-resume
 def test_sigterm_ends_like_ctrl_c_and_resumes(scenes, fresh, tmp_path):
     src, config = scenes
     out = tmp_path / "out"
