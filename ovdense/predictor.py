@@ -169,6 +169,7 @@ class OVSegmenter:
         self.batch_size = int(batch_size)
         self.max_chunk_mb = float(max_chunk_mb)
         self._default: Optional[EncodedVocabulary] = None
+        self._default_key: Optional[Tuple[Any, Vocabulary]] = None  # (text encoder, vocabulary) it was encoded from
         self._lock = threading.Lock()
         self._forward = self._window_forward
         if compile:
@@ -269,7 +270,7 @@ class OVSegmenter:
         if embeddings is None and not isinstance(classes, EncodedVocabulary):
             vocab = classes if isinstance(classes, Vocabulary) else build_vocabulary(classes, background)
             with self._lock:
-                current, key = self._default, getattr(self, "_default_key", None)
+                current, key = self._default, self._default_key
             if current is not None and key is not None and key[0] is self.text and key[1] == vocab:
                 return current.vocabulary
             encoded, key = self.encode_vocabulary(vocab), (self.text, vocab)

@@ -315,13 +315,12 @@ def _encode_classes(args: argparse.Namespace) -> int:
     cfg = load_cli_config(args)
     with text_progress(not args.quiet):
         seg = build_segmenter(cfg, args, classes=vocab)
-    tmp = f"{out}.tmp-{os.getpid()}"
+    from ..io.writers import atomic_path
+
     try:
-        seg.encoded_vocabulary.save(tmp)
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            seg.encoded_vocabulary.save(tmp)
     except OSError as err:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise UserError(f"cannot write {out}: {err.strerror or err}") from None
     print(f"{vocab.num_classes} classes ({vocab.num_queries} queries, {seg.encoded_vocabulary.text.shape[1]}-d) "
           f"-> {out}")
@@ -421,6 +420,14 @@ def _version() -> str:
     return __version__
 
 
+def _add_class_file_args(group: Any) -> None:
+    """The class options that ``segment`` and ``encode-classes`` share (besides the names)."""
+    group.add_argument("--classes-file", help='name file: one class per line, synonyms separated by ", " or "; "')
+    group.add_argument("--background", help='background synonyms to add as class 0, e.g. "sky, wall, floor"')
+    group.add_argument("--background-first", action="store_true",
+                       help="the first line of --classes-file is the background class")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="ovdense", description="Open-vocabulary semantic segmentation with CLIP: any class "
                     "names you type.",
@@ -448,10 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = p.add_argument_group("classes (default: the config's)")
     c.add_argument("--classes", nargs="+", metavar="CLASS",
                    help='class names; each value is one class, synonyms separated by ", " (e.g. cat "dog, puppy")')
-    c.add_argument("--classes-file", help='name file: one class per line, synonyms separated by ", " or "; "')
-    c.add_argument("--background", help='background synonyms to add as class 0, e.g. "sky, wall, floor"')
-    c.add_argument("--background-first", action="store_true",
-                   help="the first line of --classes-file is the background class")
+    _add_class_file_args(c)
     c.add_argument("--dataset", default=None,
                    help="use the shipped config of this benchmark for --method (its protocol and classes), "
                         "e.g. voc21, ade20k")
@@ -493,10 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "  ovdense segment photos/ --config naclip_voc21 --vocabulary voc.pt")
     e.add_argument("names", nargs="*", metavar="NAMES",
                    help='class names; each value is one class, synonyms separated by ", " (e.g. cat "dog, puppy")')
-    e.add_argument("--classes-file", help='name file: one class per line, synonyms separated by ", " or "; "')
-    e.add_argument("--background", help='background synonyms to add as class 0, e.g. "sky, wall, floor"')
-    e.add_argument("--background-first", action="store_true",
-                   help="the first line of --classes-file is the background class")
+    _add_class_file_args(e)
     e.add_argument("-o", "--output", required=True, metavar="FILE", help="the vocabulary file to write (.pt)")
     e.add_argument("--quiet", action="store_true", help="no text-encoding progress bar")
     add_model_options(e)

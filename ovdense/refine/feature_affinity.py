@@ -12,7 +12,8 @@ at the image's borders, as PAMR), with the provider's features ``f`` resized to 
 It works after any head (the features are the context's, not the head's), on bands like every
 refiner: a pixel's output depends on pixels at most ``steps * max(dilations)`` rows away
 (:attr:`halo_rows`). Memory: the features are read ``chunk`` channels at a time
-(``band.map(name, channels)``), so the working set is about ``chunk + 2K + 3Q`` floats per pixel
+(``band.map(name, channels)``, each chunk resized once), so the working set is about
+``chunk + 3K + 3Q`` floats per pixel
 (``K = 1 + 8 len(dilations)`` neighbours, ``Q`` logit maps), not the provider's ``C`` (768 for
 DINO ViT-B). The cost grows with ``C x K`` per output pixel: for big photos use it with
 ``refine_at="model"``.
@@ -61,7 +62,7 @@ class FeatureAffinityRefiner(Refiner):
         return 1 + 8 * len(self.dilations)
 
     def working_floats_per_pixel(self, num_maps: int) -> int:
-        return self.chunk + 2 * self.num_neighbours + 3 * num_maps + 2
+        return self.chunk + 3 * self.num_neighbours + 3 * num_maps + 2
 
     def _neighbours(self, x: torch.Tensor):
         """``x`` itself, then its 8 shifted copies per dilation (``[B, C, h, W]`` views)."""
@@ -70,20 +71,20 @@ class FeatureAffinityRefiner(Refiner):
             yield from _shifted(x, d)
 
     def affinity(self, band) -> torch.Tensor:
-        """``[K, h, W]`` neighbour weights (softmax over the first dimension)."""
+        """``[K, h, W]`` neighbour weights (softmax over the first dimension).
+
+        One pass over the feature channels: raw dot products with each neighbour and the squared
+        norms accumulate together, and the cosines are the dots over the two norms."""
         band = self.band_of(band)
         channels = band.map_channels(self.source)
-        norm2 = None
-        for c in range(0, channels, self.chunk):
-            part = band.map(self.source, slice(c, c + self.chunk))
-            norm2 = part.square().sum(0) if norm2 is None else norm2.add_(part.square().sum(0))
-        inv = norm2.sqrt_().clamp_min_(1e-12).reciprocal_()
         dots = None
         for c in range(0, channels, self.chunk):
-            part = (band.map(self.source, slice(c, c + self.chunk)) * inv)[None]
+            part = band.map(self.source, slice(c, c + self.chunk))[None]
             step = torch.stack([(part * n).sum(1)[0] for n in self._neighbours(part)])
             dots = step if dots is None else dots.add_(step)
-        return (dots / self.temperature).softmax(dim=0)
+        norm = dots[0].sqrt().clamp_min(1e-12)[None, None]  # neighbour 0 is the pixel itself: |f_p|^2
+        norms = torch.cat(list(self._neighbours(norm)), dim=1)[0]  # [K, h, W]: |f_n|
+        return (dots / (norms * norm[0, 0]) / self.temperature).softmax(dim=0)
 
     def forward(self, logits: torch.Tensor, band) -> torch.Tensor:
         if self.steps == 0:
