@@ -8,6 +8,7 @@ from .io import ImageLoadError, load_image
 from .ops.windows import SlidingWindows
 from .predictor import OVSegmenter
 from .preprocess import Preprocessor
+from .prompting import Prompter
 from .proposals import build_instances
 from .structures import (UNLABELLED, ContextBand, DenseFeatures, Detections, EncodedVocabulary, ImageContext,
                          ImageFeatures, SegmentationResult)
@@ -17,7 +18,7 @@ __version__ = "0.2.0"
 
 __all__ = ["BlockView", "CLIPBackbone", "ContextBand", "Decoder", "DenseFeatures", "Detections", "Detector",
            "EncodedVocabulary", "Head", "ImageContext", "ImageFeatures", "ImageLoadError", "OVSegmenter",
-           "Preprocessor", "SegmentationResult", "SlidingWindows", "UNLABELLED", "Vocabulary",
+           "Preprocessor", "Prompter", "SegmentationResult", "SlidingWindows", "UNLABELLED", "Vocabulary",
            "WeightsFormatError", "WeightsNotFoundError", "build_head", "build_instances", "build_vocabulary",
            "list_heads", "load_image", "CameraIntrinsics", "backproject", "__version__"]
 
@@ -26,8 +27,8 @@ __all__ = ["BlockView", "CLIPBackbone", "ContextBand", "Decoder", "DenseFeatures
 # them all in ``import ovdense``: the first access imports ``ovdense.<name>``.
 _LAZY_SUBMODULES = frozenset({
     "apps", "assets", "backbones", "bench", "cli", "config", "datasets", "decode", "distributed", "evaluation",
-    "detector", "features", "heads", "io", "ops", "predictor", "preprocess", "proposals", "refine", "registry",
-    "rules", "runtime", "scorers",
+    "detector", "features", "heads", "io", "ops", "predictor", "preprocess", "prompting", "proposals", "refine",
+    "registry", "rules", "runtime", "sam", "scorers",
     "structures", "synthetic", "text", "viz",
 })
 

@@ -23,7 +23,7 @@ import os
 from typing import Any, Dict, Mapping, Union
 
 #: Top-level entries that describe data, not the segmenter.
-DATA_SECTIONS = ("classes", "dataset_type", "dataset")
+DATA_SECTIONS = ("classes", "dataset_type", "dataset", "detector")
 _OLD_SECTIONS = ("model", "protocol")
 
 

@@ -430,7 +430,8 @@ class OVSegmenter:
                     features=dense.features, boxes=boxes, pad=pad, resized_size=tuple(x.shape[-2:]),
                     original_size=(int(size[0]), int(size[1])), whole=self.windows.whole, guide=x,
                     extras=dense.extras, aux=aux, resized_image=raw[k].to(self.device) if raw is not None else None,
-                    timings={"features": per_image_ms}, providers=providers)
+                    timings={"features": per_image_ms}, providers=providers,
+                    window_scorer=self._window_scorer(self.head if name is None else heads[name]))
             results.append(made[None] if heads is None else made)
         return results
 
@@ -440,10 +441,24 @@ class OVSegmenter:
         text = vocabulary.text if isinstance(vocabulary, EncodedVocabulary) else vocabulary
         return text.to(device, torch.float32)
 
+    def _window_scorer(self, head: Head) -> Optional[Callable[[ImageContext, torch.Tensor], torch.Tensor]]:
+        """The one seam for heads that score windows themselves: when ``head`` has a
+        ``window_logits(context, text, backbone)`` method (CASS adjusts the text per window and
+        adds an image-level prior), every context it makes scores text with it
+        (:attr:`ImageContext.window_scorer`), so the decoder, refiners and region scorers all
+        see the head's logits."""
+        scorer = getattr(head, "window_logits", None)
+        if scorer is None:
+            return None
+        backbone = self.backbone
+        return lambda context, text: scorer(context, text, backbone)
+
     @torch.no_grad()
-    def canvas_logits(self, feats: ImageContext, vocabulary: Union[EncodedVocabulary, torch.Tensor]) -> torch.Tensor:
-        """Cosine logits ``[Q, h, w]`` at the model's resolution: the windows stitched on the
-        resized image, or the patch grid of a whole-image pass (:meth:`ImageContext.canvas_logits`)."""
+    def canvas_logits(self, feats: ImageContext, vocabulary: Union[EncodedVocabulary, torch.Tensor],
+                      head: Optional[Head] = None) -> torch.Tensor:
+        """Logits ``[Q, h, w]`` at the model's resolution: the windows stitched on the resized
+        image, or the patch grid of a whole-image pass (:meth:`ImageContext.canvas_logits`: the
+        cosines, or the head's own window scores; ``head`` is accepted for compatibility)."""
         return feats.canvas_logits(self._text(vocabulary, feats.device))
 
     @torch.no_grad()
@@ -634,7 +649,8 @@ class OVSegmenter:
             name = spec if isinstance(spec, str) else (spec.get("type") if isinstance(spec, Mapping) else f"head{i}")
             built[name] = build_head(spec).to(self.device).eval()
         per_head = self.encode_images([image], bgr=bgr, heads=built)[0]
-        return {name: self._render(feats, encoded, return_scores, "input") for name, feats in per_head.items()}
+        return {name: self._render(feats, encoded, return_scores, "input", head=built[name])
+                for name, feats in per_head.items()}
 
     def _refined_canvas(self, feats: ImageContext, source: torch.Tensor) -> torch.Tensor:
         """``refine_at="model"``: the refiners run once on the logits at the canvas size."""
@@ -646,15 +662,17 @@ class OVSegmenter:
         return logits
 
     def _render(self, feats: ImageContext, encoded: EncodedVocabulary, return_scores: bool,
-                resolution: str, progress: Optional[ProgressCallback] = None) -> SegmentationResult:
-        """Logits -> refiners -> decoder (+ rules), band by band over the output rows."""
+                resolution: str, progress: Optional[ProgressCallback] = None,
+                head: Optional[Head] = None) -> SegmentationResult:
+        """Logits -> refiners -> decoder (+ rules), band by band over the output rows (``head``:
+        the head that made ``feats``, when it is not the segmenter's own)."""
         encoded = encoded.to(self.device)
         vocab = encoded.vocabulary
         num_classes = vocab.num_classes
         q2c = encoded.query_to_class
         timings = dict(feats.timings, logits=0.0, refine=0.0, decode=0.0)
         t0 = time.perf_counter()
-        source = self.canvas_logits(feats, encoded)
+        source = self.canvas_logits(feats, encoded, head)
         timings["logits"] += (time.perf_counter() - t0) * 1e3
         refiners: Sequence[Any] = self.refiners
         if len(refiners) and self.refine_at == "model":

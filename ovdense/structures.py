@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -114,7 +114,12 @@ class ImageContext:
     timings: Dict[str, float] = field(default_factory=dict)
     #: image-scope providers that may still be run on demand (set by the segmenter)
     providers: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: ``(context, text [Q, D]) -> [n_windows, Q, h, w]`` for heads that score windows
+    #: themselves (CASS); None: cosines of :attr:`features` and the text
+    window_scorer: Optional[Callable[["ImageContext", torch.Tensor], torch.Tensor]] = field(
+        default=None, repr=False, compare=False)
     _canvases: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+    _shared: Dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def window_size(self) -> Tuple[int, int]:
@@ -142,9 +147,12 @@ class ImageContext:
         return stitch(win, self.boxes, self.resized_size)
 
     def canvas_logits(self, text: torch.Tensor) -> torch.Tensor:
-        """Cosine logits ``[Q, H', W']`` of the text rows ``[Q, D]`` on the canvas."""
-        win = torch.einsum("ndhw,qd->nqhw", self.features, text.to(self.device, torch.float32))
-        return self.to_canvas(win)
+        """Logits ``[Q, H', W']`` of the text rows ``[Q, D]`` on the canvas: the cosines with
+        the features, or the head's own window scores (:attr:`window_scorer`)."""
+        text = text.to(self.device, torch.float32)
+        if self.window_scorer is not None:
+            return self.to_canvas(self.window_scorer(self, text))
+        return self.to_canvas(torch.einsum("ndhw,qd->nqhw", self.features, text))
 
     def map_names(self) -> List[str]:
         """Names :meth:`canvas` accepts: the head's extras, window- and image-scope providers."""
@@ -160,10 +168,22 @@ class ImageContext:
                                f"asks for it")
             if self.image is None:
                 raise ValueError(f"provider {name!r} runs on the uint8 image, which this context does not hold")
-            raw = torch.from_numpy(np.ascontiguousarray(self.image)).permute(2, 0, 1)[None]
-            with torch.no_grad():
-                self.image_level[name] = self.providers[name](raw.to(self.device)).float()
+            provider = self.providers[name]
+            if hasattr(provider, "context_map"):  # providers that share a per-image value (SAM)
+                self.image_level[name] = provider.context_map(self, name).float()
+            else:
+                raw = torch.from_numpy(np.ascontiguousarray(self.image)).permute(2, 0, 1)[None]
+                with torch.no_grad():
+                    self.image_level[name] = provider(raw.to(self.device)).float()
         return self.image_level[name]
+
+    def shared(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """A per-image value computed once by ``compute()`` and kept under ``key`` (e.g. SAM's
+        image embedding, or its automatic masks): every stage that asks again gets the same
+        object. Values are not copied: treat them as read-only."""
+        if key not in self._shared:
+            self._shared[key] = compute()
+        return self._shared[key]
 
     def canvas(self, name: str) -> torch.Tensor:
         """Map ``name`` in the canvas frame, computed once and cached: a head extra or a
@@ -566,16 +586,85 @@ class Detections:
         Without ``class_id`` the detections are class-agnostic (:data:`UNLABELLED`); names
         come from ``class_names[class_id]``. Empty masks get a zero box.
         """
-        from .ops.masks import mask_to_bbox
+        from .ops.masks import masks_to_boxes
 
         masks = np.asarray(masks, dtype=bool)
         n = len(masks)
-        boxes = np.asarray([mask_to_bbox(m) for m in masks], dtype=np.float32).reshape(n, 4)
-        boxes[:, 2:] += boxes[:, :2]  # (x, y, w, h) -> (x1, y1, x2, y2)
+        boxes = masks_to_boxes(masks)
         ids = np.full(n, UNLABELLED, np.int64) if class_id is None else np.asarray(class_id, np.int64)
         conf = np.ones(n, np.float32) if confidence is None else np.asarray(confidence, np.float32)
         names = [class_names[i] if class_names is not None and 0 <= i < len(class_names) else "" for i in ids]
         return cls(xyxy=boxes, mask=masks, confidence=conf, class_id=ids, class_name=names, data=dict(data))
+
+    def with_nms(self, threshold: float = 0.5, class_agnostic: bool = False) -> "Detections":
+        """Greedy non-maximum suppression, best confidence first: a detection is dropped when
+        its IoU with a kept one of the same class (any class with ``class_agnostic``) exceeds
+        ``threshold``. IoU of masks when there are masks (exact pixel counts), else of boxes.
+        The kept detections come in decreasing confidence."""
+        from .ops.masks import greedy_nms, mask_iou_matrix
+
+        if len(self) == 0:
+            return self
+        if self.mask is not None:
+            iou = mask_iou_matrix(self.mask)
+        else:
+            from torchvision.ops import box_iou
+
+            boxes = torch.from_numpy(np.asarray(self.xyxy, np.float64))
+            iou = box_iou(boxes, boxes).numpy()
+        keep = greedy_nms(iou, self.confidence, float(threshold), None if class_agnostic else self.class_id)
+        return self[keep]
+
+    def to_supervision(self) -> Any:
+        """A ``supervision.Detections`` with the same boxes, masks, confidences and class ids;
+        ``data["class_name"]`` holds the names (supervision's convention) and every entry of
+        :attr:`data` is passed on. Needs the optional ``supervision`` package."""
+        try:
+            import supervision as sv
+        except ImportError as err:
+            raise ImportError("to_supervision needs the supervision package: pip install 'ovdense[supervision]'") \
+                from err
+        data = {k: np.asarray(v) for k, v in self.data.items()}
+        data["class_name"] = np.asarray(self.class_name, dtype=object).astype(str) if len(self) else \
+            np.zeros((0,), dtype=str)
+        return sv.Detections(xyxy=np.asarray(self.xyxy, np.float32), mask=self.mask,
+                             confidence=np.asarray(self.confidence, np.float32),
+                             class_id=np.asarray(self.class_id, np.int64), data=data)
+
+    @classmethod
+    def from_supervision(cls, detections: Any) -> "Detections":
+        """The inverse of :meth:`to_supervision` (names from ``data["class_name"]``, else ``""``)."""
+        n = len(detections.xyxy)
+        data = {k: np.asarray(v) for k, v in dict(detections.data).items() if k != "class_name"}
+        names = [str(x) for x in detections.data["class_name"]] if "class_name" in detections.data else [""] * n
+        conf = np.ones(n, np.float32) if detections.confidence is None else detections.confidence
+        ids = np.full(n, UNLABELLED, np.int64) if detections.class_id is None else detections.class_id
+        return cls(xyxy=np.asarray(detections.xyxy, np.float32), mask=detections.mask,
+                   confidence=np.asarray(conf, np.float32), class_id=np.asarray(ids, np.int64), class_name=names,
+                   data=data)
+
+    def to_json(self) -> Dict[str, Any]:
+        """A JSON-ready dict: per detection its class id and name, confidence, ``xyxy`` box,
+        the mask as COCO RLE (``{"size": [H, W], "counts": str}``; absent for box-only
+        detections) and its scalar ``data`` entries."""
+        from .ops.masks import encode_mask
+
+        items = []
+        for i in range(len(self)):
+            item = {"class_id": int(self.class_id[i]), "class_name": str(self.class_name[i]),
+                    "confidence": float(self.confidence[i]), "xyxy": [float(c) for c in self.xyxy[i]]}
+            if self.mask is not None:
+                item["area"] = int(self.mask[i].sum())
+                item["segmentation"] = encode_mask(self.mask[i])
+            for key, value in self.data.items():
+                v = np.asarray(value)[i]
+                if np.ndim(v) == 0:
+                    item[key] = v.item() if hasattr(v, "item") else v
+            items.append(item)
+        out: Dict[str, Any] = {"detections": items}
+        if self.mask is not None:
+            out["size"] = [int(self.mask.shape[1]), int(self.mask.shape[2])]
+        return out
 
     def to_vision_msgs(self, header: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """A plain dict laid out as ROS 2 ``vision_msgs/msg/Detection2DArray`` (no ROS needed).

@@ -95,6 +95,85 @@ def test_proxyclip_official_style_baseline_equals_the_fast_path():
     assert 0 < (off.vfm(crop) - official.vfm(crop)).abs().max() < 1e-3
 
 
+def _tiny_cass(image_size=(100, 120)):
+    """The cass protocol on the tiny CLIP and the --tiny-vfm DINO (CLIP's width, 64), at short side 224
+    (a 120x100 image -> 268x224: two 224 windows, 28 x 28 DINO tokens each), with the text adjustment
+    and the image prior switched on, and a vocabulary with random embeddings."""
+    import dataclasses
+
+    torch.manual_seed(0)
+    bb = ovdense.CLIPBackbone.load(str(TINY_CONFIG), None)
+    specs = benchmark.provider_specs("cass", None, tiny=True, clip_width=bb.visual.conv1.out_channels)
+    providers = benchmark.build_providers(specs, torch.device("cpu"))
+    seg = benchmark.build_segmenter("cass", bb, torch.device("cpu"), torch.float32, {}, providers=providers)
+    seg.preprocessor = dataclasses.replace(seg.preprocessor, short_side=224)
+    seg.head.global_weight, seg.head.mean_vector_weight, seg.head.h_threshold = 0.25, 0.3, 1.0
+    classes = [["sky", "wall"], ["cat"], ["dog", "puppy"], ["car"]]
+    seg.set_classes(classes, background="first", embeddings=torch.randn(6, bb.embed_dim))
+    image = np.random.default_rng(0).integers(0, 255, (*image_size, 3), dtype=np.uint8)
+    return seg, providers, classes, image
+
+
+def test_cass_official_style_baseline_equals_the_fast_path():
+    """The official-style CASS path (window by window: DINO twice per window, CLIP on the window and
+    on the whole image, head-by-head spectral fusion) and OVSegmenter give the same logits and
+    labels on tiny models; the parity parts and the DINO call count are reported.
+
+    On the provider's DINO keys the two are equal whatever happens; on the official-style keys
+    (explicit attention, PIL / torchvision input path: ~4e-7 relative apart) they are equal unless
+    the Hungarian head pairing of a window flips, which the tiny models' 2 heads make likely (their
+    costs tie to ~1e-8): with a 120x90 image one of the two windows flips and the logits move by 0.1.
+    The 120x100 image used here has no flip (``flips == 0``, checked)."""
+    from ovdense.bench.official_cass import OfficialCASS
+    from ovdense.ops.windows import crop_windows
+
+    seg, providers, classes, image = _tiny_cass()
+    assert providers["dino"].model.embed_dim == 64 and seg.backbone.num_heads == 2
+    official = benchmark.official_style(seg)
+    assert isinstance(official, OfficialCASS) and official.model is not providers["dino"].model
+    feats = seg.encode_image(image)
+    assert len(feats.boxes) == 2 and feats.window_size == (224, 224) and feats.aux["dino"].shape == (2, 64, 28, 28)
+    fast = seg.query_logits(feats)
+    shared = benchmark.plain_baseline(seg, image, classes, official, vfm=feats.aux["dino"])
+    assert shared["logits"].shape == fast.shape == (6, 100, 120)
+    assert (shared["logits"] - fast).abs().max() <= benchmark.PARITY_TOL
+    assert (shared["labels"] == seg.predict(image).label_map).all()
+    official.dino_calls = 0
+    base = benchmark.plain_baseline(seg, image, classes, official)  # end to end, the official-style DINO
+    assert (base["logits"] - fast).abs().max() <= benchmark.PARITY_TOL
+    assert (base["labels"] == shared["labels"]).all()
+    # two DINO calls per window (the window, and the discarded one of the image prior), a pairing each
+    assert official.dino_calls == 4 and len(official.pairings) == 2
+    x = seg.preprocess(image)
+    official_keys = official.image_vfm(crop_windows(x, feats.boxes, feats.pad), tuple(x.shape[-2:]))
+    assert official.dino_calls == 8
+    parity = benchmark.official_parity(seg, image, classes, official, fast, feats.aux["dino"], official_keys)
+    assert parity["ok"] and parity["flips"] == 0 and parity["flip_entries"] == 2
+    assert parity["vfm_rel_diff"] <= benchmark.PARITY_TOL and parity["logit_diff_same_vfm"] <= benchmark.PARITY_TOL
+    assert parity["end_to_end_own_keys"] <= benchmark.PARITY_TOL
+    # the non-official head switches have no official-style path
+    seg.head.official_pairing = False
+    with pytest.raises(ValueError, match="official head behaviour"):
+        benchmark.official_style(seg)
+
+
+@pytest.mark.slow
+def test_cass_benchmark_reports_parity_and_the_vfm_cost(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--clip-model", str(TINY_CONFIG), "--pretrained", "none", "--heads", "cass",
+                 "--tiny-vfm", "--size", "120x90", "--repeats", "1", "--device", "cpu", "--out", str(out)]) == 0
+    info = json.loads((out / "benchmark.json").read_text())
+    (row,) = info["rows"]
+    assert row["head"] == "cass" and row["windows"] == 6 and row["parity_ok"] and row["parity_required"]
+    assert row["parity"]["discontinuity"] == "windows with another head pairing"
+    assert row["protocol"]["features"]["dino"]["model_kwargs"] == dict(benchmark.TINY_VFM, embed_dim=64)
+    vfm = row["vfm"]
+    assert vfm["provider"] == "dino" and vfm["tokens_per_window"] == 28 * 28
+    assert vfm["official_calls_per_window"] == [[28, 28], [42, 42]]
+    assert vfm["official_gflop_per_image"] > vfm["gflop_per_image"] > 0 and vfm["official_ms_per_image"] > 0
+    assert "| cass | float32 | 6 |" in (out / "benchmark.md").read_text()
+
+
 def test_proxyclip_vfm_flops_match_torch_flop_counter():
     """The analytic VFM count equals torch's FLOP counter on the provider's forward (SDPA counted
     with torch's formula, as for the CLIP backbone)."""
@@ -112,6 +191,25 @@ def test_proxyclip_vfm_flops_match_torch_flop_counter():
         vfm(raw)
     assert vfm.output_grid((48, 40)) == (6, 5)
     assert roofline.vit_flops(vfm.model, (6, 5), 2) == counter.get_total_flops()
+
+
+def test_key_provider_flops_stop_at_the_last_qkv():
+    """CASS's provider (``output="k"``) runs the blocks before the last and the last block's qkv:
+    ``vit_flops(last="qkv")`` equals torch's FLOP counter on it."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    specs = benchmark.provider_specs("cass", None, tiny=True, clip_width=64)
+    vfm = benchmark.build_providers(specs, torch.device("cpu"))["dino"]
+    raw = torch.randint(0, 256, (2, 3, 48, 48), dtype=torch.uint8)
+
+    def sdpa(q, k, v, *args, out_shape=None, **kwargs):
+        return sdpa_flop_count(q, k, v)
+
+    cpu_sdpa = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: sdpa}
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=cpu_sdpa) as counter:
+        vfm(raw)
+    assert roofline.vit_flops(vfm.model, (6, 6), 2, last="qkv") == counter.get_total_flops()
+    assert roofline.vit_flops(vfm.model, (6, 6), 2, last="qkv") < roofline.vit_flops(vfm.model, (6, 6), 2)
 
 
 def test_proxyclip_benchmark_refuses_padded_windows():

@@ -9,6 +9,8 @@ held to the same contracts.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -28,7 +30,39 @@ TINY = {
                                             out_chans=16)),
     "test_dino_affinity": dict(steps=2, dilation=3),
     "feature_affinity": dict(steps=3, dilations=(1, 3), chunk=20),
+    "sam_automatic": dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0),
+    "sam_vote": dict(masks=dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)),
 }
+#: Entries that need an optional package: skipped without it, and in the slow set (SAM 2's
+#: smallest model still embeds 1024 px images).
+OPTIONAL = {"sam2": "sam2", "sam2_automatic": "sam2"}
+TINY["sam2"] = dict(config="configs/sam2.1/sam2.1_hiera_t.yaml")
+TINY["sam2_automatic"] = dict(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+
+
+def entries(registry):
+    """``names(registry)`` as pytest parameters; entries of optional packages are skipped
+    without the package and run in the slow set."""
+    import importlib.util
+
+    out = []
+    for name in names(registry):
+        package = OPTIONAL.get(name)
+        if package is None:
+            out.append(name)
+            continue
+        missing = importlib.util.find_spec(package) is None
+        out.append(pytest.param(name, marks=[pytest.mark.slow,
+                                             pytest.mark.skipif(missing, reason=f"needs the optional {package}")]))
+    return out
+
+
+_SAM_FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "synth_sam")
+#: Providers that stages name and that must be of one kind: SAM stages read the tiny SAM fixture.
+NAMED_PROVIDERS = {"sam": dict(type="sam", model_config=os.path.join(_SAM_FIXTURE, "model.json"),
+                               checkpoint=os.path.join(_SAM_FIXTURE, "synth_sam.pt")),
+                   "sam2": dict(type="sam2", **TINY["sam2"])}
+TINY["sam"] = {k: v for k, v in NAMED_PROVIDERS["sam"].items() if k != "type"}
 #: The tiny providers heads and other stages are tested with: CLIP's patch 16 and DINO's patch 8.
 TEST_PROVIDERS = {
     16: dict(type="timm_vit", **TINY["timm_vit"]),
@@ -46,7 +80,7 @@ def providers_for(*stages, patch=16):
     """The configured providers (``features=``) the stages require, all built from the tiny
     test provider of ``patch`` (8 or 16)."""
     wanted = sorted({n for s in stages for n in getattr(s, "requires", ())})
-    return {n: dict(TEST_PROVIDERS[patch]) for n in wanted}
+    return {n: dict(NAMED_PROVIDERS.get(n, TEST_PROVIDERS[patch])) for n in wanted}
 
 
 def _aux_for(head, raw, patch=16):
@@ -210,7 +244,7 @@ def test_head_needing_a_provider_gets_uint8_windows_once(tiny_backbone):
 
 
 # ---------------------------------------------------------------------------------- feature providers
-@pytest.mark.parametrize("name", names(FEATURES))
+@pytest.mark.parametrize("name", entries(FEATURES))
 def test_feature_provider_contract(name):
     """uint8 windows in, ``[B, C, h, w]`` finite features out; batch 2 == two batch 1."""
     torch.manual_seed(0)
@@ -248,7 +282,7 @@ def test_timm_vit_normalises_itself_and_reads_local_weights(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- refiners
-@pytest.mark.parametrize("name", names(REFINERS))
+@pytest.mark.parametrize("name", entries(REFINERS))
 def test_refiner_contract(name, tiny_backbone):
     """Run through the context a segmenter gives it: shape kept, constants stay constant, and a
     band refined with ``halo_rows`` of context equals the same rows of the whole image (what
@@ -278,7 +312,7 @@ def test_refiner_contract(name, tiny_backbone):
         torch.testing.assert_close(refiner(logits, guide), whole, atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("name", names(REFINERS))
+@pytest.mark.parametrize("name", entries(REFINERS))
 def test_segmenter_output_with_each_refiner_is_the_same_in_bands(name, tiny_backbone):
     """The whole chain, banded (tiny ``max_chunk_mb``) vs one band: identical labels."""
     refiner_spec = dict(type=name, **TINY.get(name, {}))
@@ -303,7 +337,7 @@ def test_pamr_band_without_its_halo_differs():
     assert (band[:, 5:25] - whole[:, 25:45]).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("name", names(DECODE_RULES))
+@pytest.mark.parametrize("name", entries(DECODE_RULES))
 def test_decode_rule_contract(name, tiny_backbone):
     """A rule keeps the probabilities' shape, is local (a band's rows equal the whole map's),
     and the segmenter's banded output with the rule equals a single band's."""
@@ -384,7 +418,7 @@ def _proposal_inputs(name, has_background, backbone):
     return source, seg, context_of(seg, shape=(30, 40)), _vocabulary(seg, has_background), result
 
 
-@pytest.mark.parametrize("name", names(PROPOSALS))
+@pytest.mark.parametrize("name", entries(PROPOSALS))
 @pytest.mark.parametrize("has_background", [True, False])
 def test_proposal_source_contract(name, has_background, tiny_backbone):
     """``source(context, vocabulary, result)``: detections at the image's size that keep
@@ -395,8 +429,8 @@ def test_proposal_source_contract(name, has_background, tiny_backbone):
     check_detections(dets, (30, 40), vocab)
 
 
-@pytest.mark.parametrize("scorer", names(SCORERS))
-@pytest.mark.parametrize("name", names(PROPOSALS))
+@pytest.mark.parametrize("scorer", entries(SCORERS))
+@pytest.mark.parametrize("name", entries(PROPOSALS))
 @pytest.mark.parametrize("has_background", [True, False])
 def test_region_scorer_contract(scorer, name, has_background, tiny_backbone):
     """A scorer classifies any source's proposals: every kept detection has a class of the
@@ -404,7 +438,10 @@ def test_region_scorer_contract(scorer, name, has_background, tiny_backbone):
     same chain end to end."""
     source, seg, ctx, vocab, result = _proposal_inputs(name, has_background, tiny_backbone)
     proposals = source(ctx, vocab, result)
-    scored = tiny(SCORERS, scorer)(proposals, ctx, vocab, result)
+    # built as the Detector builds it (with the segmenter's logit scale, backbone, mean and std)
+    built = ovdense.Detector(seg, proposals=dict(type=name, **TINY.get(name, {})),
+                             scorer=dict(type=scorer, **TINY.get(scorer, {}))).scorer
+    scored = built(proposals, ctx, vocab, result)
     check_detections(scored, (30, 40), vocab)
     assert (scored.class_id >= 0).all() and len(scored) <= len(proposals)
     originals = {m.tobytes(): box.tolist() for m, box in zip(proposals.mask, proposals.xyxy)}
@@ -413,7 +450,7 @@ def test_region_scorer_contract(scorer, name, has_background, tiny_backbone):
     dets = ovdense.Detector(seg, proposals=dict(type=name, **TINY.get(name, {})), scorer=scorer).detect(
         ctx.image, vocabulary=vocab)
     check_detections(dets, (30, 40), vocab)
-    none = tiny(SCORERS, scorer)(proposals[:0], ctx, vocab, result)
+    none = built(proposals[:0], ctx, vocab, result)
     assert len(none) == 0 and none.mask.shape == (0, 30, 40)
 
 

@@ -365,11 +365,7 @@ def segment_folder(
     name = "run.json" if world == 1 else f"run_rank{rank}.json"
 
     def record(status: str) -> Dict[str, Any]:
-        return {**run_info, "source": os.path.abspath(src), "classes": categories, "fingerprint": fingerprint,
-                "versions": collect_versions(), "status": status,
-                "images": summary.total, "done": summary.done, "skipped_existing": summary.skipped,
-                "failed": summary.failed, "seconds": round(summary.seconds, 3), "interrupted": summary.interrupted,
-                "shard": {"rank": rank, "world_size": world}}
+        return run_record(run_info, src, categories, fingerprint, summary, status, shard)
 
     os.makedirs(out_dir, exist_ok=True)
     if rank == 0:
@@ -426,6 +422,18 @@ def segment_folder(
         except OSError as err:  # e.g. the disk filled up: the error being raised says why
             logger.error("could not write %s: %s", name, err)
     return summary
+
+
+def run_record(run_info: Dict[str, Any], src: str, categories: Sequence[Dict[str, Any]],
+               fingerprint: Dict[str, Any], summary: FolderRunSummary, status: str,
+               shard: Sequence[int] = (0, 1)) -> Dict[str, Any]:
+    """The content of ``run.json`` (or ``run_rank<r>.json``): the run's info, source, classes,
+    fingerprint, versions, status (``running``, ``complete``, ``interrupted``) and counts."""
+    return {**run_info, "source": os.path.abspath(src), "classes": categories, "fingerprint": fingerprint,
+            "versions": collect_versions(), "status": status,
+            "images": summary.total, "done": summary.done, "skipped_existing": summary.skipped,
+            "failed": summary.failed, "seconds": round(summary.seconds, 3), "interrupted": summary.interrupted,
+            "shard": {"rank": int(shard[0]), "world_size": int(shard[1])}}
 
 
 def _write_outputs(out_dir: str, rel: str, path: str, img, res, skip: Sequence[int], save_overlays: bool,

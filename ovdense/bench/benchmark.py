@@ -26,6 +26,11 @@ disturbed run on a shared machine. Writes ``benchmark.json`` and ``benchmark.md`
 
 Random weights are fine for timing (``--pretrained none``); pass a tag or a file for real ones.
 
+SAM mode (``--sam-masks``, :mod:`ovdense.bench.sam_masks`) times automatic SAM masks, ours
+against ``SamAutomaticMaskGenerator`` on the same model and image, and checks the records equal::
+
+    ovdense benchmark --sam-masks --sam-model vit_b --size 640x480 --repeats 1 --out runs/sam-masks
+
 Latency mode (``--latency``, :mod:`ovdense.bench.latency`) times ``predict`` frame by frame under
 one shipped config instead (default ``configs/latency/latency_640x480.py``; ``--size`` defaults to
 the config's frame size), the vocabulary encoded once and passed per call; it reports p50 / p90 /
@@ -33,10 +38,11 @@ max ms per frame and per stage and frames per second::
 
     ovdense benchmark --latency --config latency_640x480 --frames 20 --out runs/latency
 
-Heads that read a feature provider (``proxyclip``: a DINO ViT-B/8 as ``vfm``) are timed only
-when named (``--heads proxyclip``). Their providers are built once per head from the base
-config and shared by the fast path and the baseline (random weights unless ``--vfm-weights``;
-``--tiny-vfm`` gives the tests a 2-block, 32-wide model of the same architecture). ProxyCLIP's
+Heads that read a feature provider (``proxyclip``: a DINO ViT-B/8 as ``vfm``; ``cass``: a DINO
+ViT-B/8's last-block keys as ``dino``) are timed only when named (``--heads proxyclip cass``).
+Their providers are built once per head from the base config and shared by the fast path and the
+baseline (random weights unless ``--vfm-weights``; ``--tiny-vfm`` gives the tests a 2-block,
+32-wide model of the same architecture). ProxyCLIP's
 baseline is :class:`OfficialProxyCLIP` (the official ``forward_slide`` / ``forward_feature``,
 one window per call); its rows also give the VFM's own cost per image (``vfm``) and a parity
 check in two parts (:func:`official_parity`: ProxyCLIP's threshold is discontinuous, so the
@@ -45,12 +51,23 @@ after writing the report) when an fp32 part differs by more than :data:`PARITY_T
 
     ovdense benchmark --clip-model ViT-B-16 --pretrained none --heads proxyclip \
         --size 448x336 --repeats 2 --out runs/bench-proxyclip
+
+CASS's baseline is :class:`~ovdense.bench.official_cass.OfficialCASS` (the official
+``forward_slide`` / ``forward_feature``: per window DINO twice -- the window, and a discarded call
+at the whole image's short side inside the image prior's ``encode_image`` -- with every block's
+attention kept, CLIP on the window and on the whole image, the spectral fusion head by head). Its
+parity has the same two parts; the discontinuous step is the Hungarian pairing of DINO and CLIP
+heads (``flips``: windows paired differently on the provider's and the official-style keys). With
+``--tiny-vfm`` CASS's DINO takes CLIP's width (the official code splits DINO's keys into CLIP's
+heads)::
+
+    ovdense benchmark --clip-model ViT-B-16 --pretrained none --heads cass \
+        --size 500x375 --repeats 1 --threads 2 --out runs/bench-cass
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import math
 import os
 import re
 import sys
@@ -66,6 +83,9 @@ import torch.nn.functional as F
 import ovdense
 from ovdense.bench import latency, roofline
 from ovdense.config import configs_dir, find_config, list_configs, load_config, segmenter_kwargs
+from ovdense.bench.official_cass import OfficialCASS
+from ovdense.bench.official_dino import dino_pos_encoding
+from ovdense.heads.cass import CASSHead
 from ovdense.heads.proxyclip import ProxyCLIPHead
 from ovdense.io.writers import atomic_path, write_json
 from ovdense.ops.bilinear import resize_rows
@@ -84,10 +104,13 @@ _BENCH_OPTIONS = ("device", "dtype", "batch_size", "compile")
 #: (fp32 rows; the cosine logits lie in [-1, 1]).
 PARITY_TOL = 1e-4
 #: Heads whose fp32 rows must be equal to the baseline (``main`` exits 1 otherwise).
-STRICT_PARITY = ("proxyclip",)
+STRICT_PARITY = ("proxyclip", "cass")
 #: ``model_kwargs`` of the stand-in VFM of ``--tiny-vfm`` (tests): the protocol's timm
 #: architecture (patch size, position grid, normalisation), 2 blocks of width 32.
 TINY_VFM = dict(depth=2, embed_dim=32, num_heads=2)
+#: Heads whose ``--tiny-vfm`` provider takes CLIP's width instead of :data:`TINY_VFM`'s 32: CASS
+#: splits DINO's keys into CLIP's heads (the official code needs equal widths).
+TINY_VFM_CLIP_WIDTH = ("cass",)
 
 
 def available_heads() -> List[str]:
@@ -130,18 +153,23 @@ def backbone_view(backbone: ovdense.CLIPBackbone, pos_interp: str) -> ovdense.CL
                           pretrained=backbone.pretrained)
 
 
-def provider_specs(head: str, weights: Optional[str] = None, tiny: bool = False) -> Dict[str, dict]:
+def provider_specs(head: str, weights: Optional[str] = None, tiny: bool = False,
+                   clip_width: Optional[int] = None) -> Dict[str, dict]:
     """The feature providers of ``head``'s protocol (the ``features`` section of its base config)
     as the benchmark builds them: a ``timm_vit`` provider reads ``weights`` instead of the
     config's checkpoint (None: random weights, which time like real ones) and with ``tiny``
-    gets the :data:`TINY_VFM` sizes. Other provider types keep their config spec."""
+    gets the :data:`TINY_VFM` sizes (for the heads of :data:`TINY_VFM_CLIP_WIDTH`, ``clip_width``
+    channels instead of 32). Other provider types keep their config spec."""
     out = {}
     for name, spec in (protocol(head).get("features") or {}).items():
         spec = dict(spec)
         if spec.get("type") == "timm_vit":
             spec["weights"] = weights
             if tiny:
-                spec["model_kwargs"] = dict(spec.get("model_kwargs") or {}, **TINY_VFM)
+                sizes = dict(TINY_VFM)
+                if head in TINY_VFM_CLIP_WIDTH and clip_width:
+                    sizes["embed_dim"] = int(clip_width)
+                spec["model_kwargs"] = dict(spec.get("model_kwargs") or {}, **sizes)
         out[name] = spec
     return out
 
@@ -292,16 +320,7 @@ class OfficialProxyCLIP:
 
     def _pos_encoding(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """DINO's ``interpolate_pos_encoding``, recomputed on every call."""
-        pos = self.model.pos_embed
-        npatch, n = tokens.shape[1] - 1, pos.shape[1] - 1
-        if npatch == n and height == width:
-            return pos
-        dim, side = tokens.shape[-1], math.sqrt(n)
-        rows, cols = height // self.patch + 0.1, width // self.patch + 0.1
-        grid = F.interpolate(pos[:, 1:].reshape(1, int(side), int(side), dim).permute(0, 3, 1, 2),
-                             scale_factor=(rows / side, cols / side), mode="bicubic")
-        assert int(rows) == grid.shape[-2] and int(cols) == grid.shape[-1]
-        return torch.cat((pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, -1, dim)), dim=1)
+        return dino_pos_encoding(self.model.pos_embed, tokens, height, width, self.patch)
 
     def _last_layer(self, x: torch.Tensor) -> torch.Tensor:
         """``get_intermediate_layers(x)[0]``: the normed tokens of the last block, CLS first."""
@@ -368,23 +387,26 @@ class OfficialProxyCLIP:
         return logits.permute(0, 2, 1).reshape(-1, logits.shape[-1], *ex_feats.shape[-2:])
 
 
-def official_style(seg: ovdense.OVSegmenter) -> Optional[OfficialProxyCLIP]:
+def official_style(seg: ovdense.OVSegmenter):
     """The official-style image side of heads that read feature providers (None for the others,
-    whose baseline is :func:`reference_features`)."""
+    whose baseline is :func:`reference_features`): :class:`OfficialProxyCLIP` or
+    :class:`~ovdense.bench.official_cass.OfficialCASS`."""
     if isinstance(seg.head, ProxyCLIPHead):
         return OfficialProxyCLIP(seg)
+    if isinstance(seg.head, CASSHead):
+        return OfficialCASS(seg)
     if getattr(seg.head, "requires", ()):
         raise ValueError(f"no official-style baseline for head {type(seg.head).__name__}, which reads feature "
                          f"providers {list(seg.head.requires)}")
     return None
 
 
-def plain_baseline(seg: ovdense.OVSegmenter, image: np.ndarray, classes,
-                   official: Optional[OfficialProxyCLIP] = None,
+def plain_baseline(seg: ovdense.OVSegmenter, image: np.ndarray, classes, official=None,
                    vfm: Optional[torch.Tensor] = None) -> Dict[str, object]:
     """The official implementations' image side, in fp32: one window per forward pass
     (:func:`reference_features`, or ``official.window_logits`` for a head with its own
-    official-style path), pad-to-canvas stitching, stacked PAMR. The text embeddings are the
+    official-style path; one that has ``begin_image`` is given the resized image first, as CASS's
+    image prior reads it), pad-to-canvas stitching, stacked PAMR. The text embeddings are the
     segmenter's (the baseline's per-image text cost is the measured cold encoding time, added in
     ``run``). ``vfm``: the windows' VFM features ``[n, C, I, J]`` to use instead of running the
     official-style VFM (:func:`official_parity`)."""
@@ -400,6 +422,8 @@ def plain_baseline(seg: ovdense.OVSegmenter, image: np.ndarray, classes,
     preds = torch.zeros(len(vocab.queries), h, w, device=seg.device)
     count = torch.zeros(1, h, w, device=seg.device)
     ori = image.shape[:2]
+    if hasattr(official, "begin_image"):
+        official.begin_image(x)
     for k, (y1, y2, x1, x2) in enumerate(boxes):
         crop = x[None, :, y1:y2, x1:x2]
         pad = (0, 0, 0, 0) if whole else centred_padding(y2 - y1, x2 - x1, seg.windows.pad_to)
@@ -413,7 +437,8 @@ def plain_baseline(seg: ovdense.OVSegmenter, image: np.ndarray, classes,
         if whole:
             preds = F.interpolate(logit, size=ori, mode="bilinear")[0]
             break
-        logit = F.interpolate(logit, size=crop.shape[-2:], mode="bilinear")
+        if logit.shape[-2:] != crop.shape[-2:]:  # CASS's forward_feature resizes to the window itself
+            logit = F.interpolate(logit, size=crop.shape[-2:], mode="bilinear")
         if official is not None and seg.device.type == "cuda":
             torch.cuda.empty_cache()  # after every window, as the official forward_slide
         left, right, top, bottom = pad
@@ -538,27 +563,39 @@ def backbone_roofline(seg: ovdense.OVSegmenter, windows: int, window_size, image
 
 
 @torch.no_grad()
-def vfm_cost(seg: ovdense.OVSegmenter, image: np.ndarray, feats, official: OfficialProxyCLIP,
-             provider_ms: float, spec: Dict[str, object], repeats: int):
+def vfm_cost(seg: ovdense.OVSegmenter, image: np.ndarray, feats, official, provider_ms: float,
+             spec: Dict[str, object], repeats: int):
     """The VFM's own cost per image at the protocol's resolution: its FLOPs on the image's
     windows, the fast path's provider on all of them in one batch (``provider_ms``, from
-    :func:`stage_times`) and the official-style DINO (:meth:`OfficialProxyCLIP.vfm`) one window
-    per call. Returns the report and the official-style features ``[n, C, I, J]``."""
+    :func:`stage_times`) and the official-style DINO one window per call
+    (:meth:`OfficialProxyCLIP.vfm`; CASS: :meth:`OfficialCASS.image_vfm`, all its DINO calls of
+    the image, two per window in sliding mode). Returns the report and the official-style
+    features ``[n, C, I, J]``."""
     name = seg.head.source
     provider = seg.features[name]
     windows, size = len(feats.boxes), feats.window_size
     grid = provider.output_grid(size)
-    flops = roofline.vit_flops(provider.model, grid, windows)
+    last = "qkv" if getattr(provider, "output", "tokens") != "tokens" else "block"
+    flops = roofline.vit_flops(provider.model, grid, windows, last=last)
     x = seg.preprocess(image)
     crops = crop_windows(x, feats.boxes, feats.pad)
-    official_ms, official_feats = _best_ms(lambda: torch.cat([official.vfm(c[None]) for c in crops]), repeats,
-                                           seg.device)
+    if isinstance(official, OfficialCASS):
+        calls = official.dino_grids(tuple(size), tuple(x.shape[-2:]))
+        official_flops = windows * sum(roofline.vit_flops(official.model, g, 1) for g in calls)
+        official_ms, official_feats = _best_ms(lambda: official.image_vfm(crops, tuple(x.shape[-2:])), repeats,
+                                               seg.device)
+    else:
+        calls, official_flops = [grid], flops
+        official_ms, official_feats = _best_ms(lambda: torch.cat([official.vfm(c[None]) for c in crops]),
+                                               repeats, seg.device)
     return {"provider": name, "model": getattr(provider, "model_name", type(provider).__name__),
             "weights": spec.get("weights") or "random", "model_kwargs": spec.get("model_kwargs"),
             "windows": windows, "window_size": list(size), "grid": list(grid),
             "tokens_per_window": grid[0] * grid[1], "gflop_per_image": flops / 1e9,
             "ms_per_image": provider_ms, "gflops_per_s": flops / 1e9 / (provider_ms / 1e3),
-            "official_ms_per_image": official_ms, "official_hooks_registered": official.hooks}, official_feats
+            "official_ms_per_image": official_ms, "official_gflop_per_image": official_flops / 1e9,
+            "official_calls_per_window": [list(g) for g in calls],
+            "official_hooks_registered": getattr(official, "hooks", 0)}, official_feats
 
 
 def threshold_masks(head: ProxyCLIPHead, vfm: torch.Tensor) -> torch.Tensor:
@@ -570,10 +607,12 @@ def threshold_masks(head: ProxyCLIPHead, vfm: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def official_parity(ref: ovdense.OVSegmenter, image: np.ndarray, classes, official: OfficialProxyCLIP,
+def official_parity(ref: ovdense.OVSegmenter, image: np.ndarray, classes, official,
                     fast_logits: torch.Tensor, provider_feats: torch.Tensor,
                     official_feats: torch.Tensor) -> Dict[str, object]:
-    """ProxyCLIP's parity, in two continuous parts, and what the threshold does with them.
+    """The parity of a head with an official-style VFM path (CASS: :func:`cass_parity`).
+
+    ProxyCLIP's parity, in two continuous parts, and what the threshold does with them.
 
     ProxyCLIP's ``-inf`` mask is discontinuous: an affinity on the threshold flips in or out of
     the softmax with a rounding-level change of the VFM features, and moves its row by about
@@ -589,14 +628,48 @@ def official_parity(ref: ovdense.OVSegmenter, image: np.ndarray, classes, offici
       official-style path run on the provider's VFM features (everything but DINO's forward),
 
     both <= :data:`PARITY_TOL`; ``threshold_flips`` counts the affinities whose side of the
-    threshold differs between the two VFM feature sets (out of ``threshold_entries``)."""
+    threshold differs between the two VFM feature sets (out of ``threshold_entries``; also as
+    ``flips`` of ``flip_entries``, the keys every head's parity has)."""
+    if isinstance(official, OfficialCASS):
+        return cass_parity(ref, image, classes, official, fast_logits, provider_feats, official_feats)
     shared = plain_baseline(ref, image, classes, official, vfm=provider_feats)
     logit_diff = float((shared["logits"] - fast_logits).abs().max())
     scale = float(provider_feats.abs().max())
     vfm_diff = float((official_feats - provider_feats).abs().max()) / max(scale, 1e-12)
     a, b = threshold_masks(ref.head, provider_feats), threshold_masks(ref.head, official_feats)
+    flips, entries = int((a != b).sum()), int(a.numel())
     return {"logit_diff_same_vfm": logit_diff, "vfm_rel_diff": vfm_diff,
-            "threshold_flips": int((a != b).sum()), "threshold_entries": int(a.numel()),
+            "threshold_flips": flips, "threshold_entries": entries,
+            "discontinuity": "affinities across the threshold", "flips": flips, "flip_entries": entries,
+            "ok": bool(logit_diff <= PARITY_TOL and vfm_diff <= PARITY_TOL)}
+
+
+@torch.no_grad()
+def cass_parity(ref: ovdense.OVSegmenter, image: np.ndarray, classes, official: OfficialCASS,
+                fast_logits: torch.Tensor, provider_feats: torch.Tensor,
+                official_feats: torch.Tensor) -> Dict[str, object]:
+    """CASS's parity, in the two parts of :func:`official_parity`: ``vfm_rel_diff`` (the
+    official-style DINO keys against the provider's, relative to the largest key) and
+    ``logit_diff_same_vfm`` (the official-style path run on the provider's keys against the fast
+    path), both <= :data:`PARITY_TOL`.
+
+    CASS's one discontinuous step is the Hungarian pairing of DINO and CLIP heads: where two
+    assignments cost (nearly) the same, a rounding-level change of the keys picks the other one and
+    the window's fused graphs change. ``flips`` counts the windows whose pairing differs between
+    the official-style path on the provider's keys and on its own keys (out of ``flip_entries``
+    windows); with none, the end-to-end difference is continuous as well."""
+    shared = plain_baseline(ref, image, classes, official, vfm=provider_feats)
+    shared_pairs = list(official.pairings)
+    own = plain_baseline(ref, image, classes, official, vfm=official_feats)  # = the timed baseline's logits
+    own_pairs = list(official.pairings)
+    logit_diff = float((shared["logits"] - fast_logits).abs().max())
+    scale = float(provider_feats.abs().max())
+    vfm_diff = float((official_feats - provider_feats).abs().max()) / max(scale, 1e-12)
+    flips = sum(not np.array_equal(a, b) for a, b in zip(shared_pairs, own_pairs))
+    return {"logit_diff_same_vfm": logit_diff, "vfm_rel_diff": vfm_diff,
+            "end_to_end_own_keys": float((own["logits"] - fast_logits).abs().max()),
+            "discontinuity": "windows with another head pairing", "flips": int(flips),
+            "flip_entries": len(official_feats),
             "ok": bool(logit_diff <= PARITY_TOL and vfm_diff <= PARITY_TOL)}
 
 
@@ -627,7 +700,8 @@ def run(args) -> Dict[str, object]:
     text = {tuple(probe.text.templates): probe.text}  # one text cache per template set
 
     vfm_weights = None if args.vfm_weights in (None, "none") else args.vfm_weights
-    specs = {head: provider_specs(head, vfm_weights, args.tiny_vfm) for head in args.heads}
+    clip_width = backbone.visual.conv1.out_channels
+    specs = {head: provider_specs(head, vfm_weights, args.tiny_vfm, clip_width) for head in args.heads}
     providers: Dict[str, Dict[str, nn.Module]] = {}  # built once per head, shared by its segmenters
 
     def make(head: str, dt: torch.dtype) -> ovdense.OVSegmenter:
@@ -723,8 +797,8 @@ def run(args) -> Dict[str, object]:
                       f"({vfm['share_of_ms_per_image']:.0%} of ovdense), {vfm['official_ms_per_image']:.1f} ms/img "
                       f"official-style ({vfm['share_of_baseline']:.0%} of baseline)", flush=True)
                 print(f"{'':10s} parity: logits on the same VFM features {parity['logit_diff_same_vfm']:.1e}, VFM "
-                      f"features {parity['vfm_rel_diff']:.1e} (relative), {parity['threshold_flips']} of "
-                      f"{parity['threshold_entries']} affinities on the other side of the threshold", flush=True)
+                      f"features {parity['vfm_rel_diff']:.1e} (relative), {parity['flips']} of "
+                      f"{parity['flip_entries']} {parity['discontinuity']}", flush=True)
     return {"device": str(device), "device_name": roofline.device_name(device),
             "dtypes": [str(d).replace("torch.", "") for d in dtypes], "threads": torch.get_num_threads(),
             "torch": torch.__version__, "model": args.clip_model, "pretrained": args.pretrained, "image": args.size,
@@ -764,32 +838,37 @@ def markdown(info) -> str:
     vfm_rows = [r for r in info["rows"] if r.get("vfm")]
     if vfm_rows:
         lines += ["", "The VFM's own cost per image at the protocol's resolution (fast path: the provider on all "
-                  "windows in one batch; official style: one window per call, explicit attention, a hook "
-                  "registered per call):", "",
+                  "windows in one batch; official style: one window per call, explicit attention; ProxyCLIP: a "
+                  "hook registered per call; CASS: every block's attention kept, and in sliding mode a second, "
+                  "discarded DINO call per window at the whole image's short side):", "",
                   "| head | dtype | VFM (weights) | windows x size | tokens / window | GFLOP / image | fast path ms | "
-                  "GFLOP/s | of fast-path image ms | official-style ms | of baseline image ms |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "GFLOP/s | of fast-path image ms | official-style DINO grids per window | official-style "
+                  "GFLOP / image | official-style ms | of baseline image ms |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in vfm_rows:
             v = r["vfm"]
             model = v["model"] + (" tiny" if v.get("model_kwargs") else "")
             lines.append(f"| {r['head']} | {r['dtype']} | {model} ({v['weights']}) | {v['windows']} x "
                          f"{v['window_size'][0]}x{v['window_size'][1]} | {v['tokens_per_window']} | "
                          f"{v['gflop_per_image']:.1f} | {v['ms_per_image']:.1f} | {v['gflops_per_s']:.0f} | "
-                         f"{v['share_of_ms_per_image']:.0%} | {v['official_ms_per_image']:.1f} | "
+                         f"{v['share_of_ms_per_image']:.0%} | "
+                         f"{' + '.join(f'{g[0]}x{g[1]}' for g in v.get('official_calls_per_window', []))} | "
+                         f"{v.get('official_gflop_per_image', float('nan')):.1f} | {v['official_ms_per_image']:.1f} | "
                          f"{v['share_of_baseline']:.0%} |")
-        lines += ["", "Parity with the official-style path (the -inf threshold flips affinities that sit on it "
-                  "under rounding-level changes of the VFM features, so the end-to-end logits are compared in "
-                  f"two continuous parts, each <= {PARITY_TOL:g}):", "",
+        lines += ["", "Parity with the official-style path (a discontinuous step -- ProxyCLIP's -inf threshold, "
+                  "CASS's Hungarian head pairing -- can turn rounding-level changes of the VFM features into "
+                  "visible ones, so the end-to-end logits are compared in two continuous parts, each <= "
+                  f"{PARITY_TOL:g}, and the step's changes are counted):", "",
                   "| head | dtype | end-to-end max logit diff | logits on the same VFM features | VFM features "
-                  "(relative) | affinities across the threshold | labels | parity |",
+                  "(relative) | discontinuous step: changed of all | labels | parity |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in vfm_rows:
             q = r["parity"]
             labels = "identical" if r["labels_identical"] else f"{r['label_agreement']:.2%} equal"
             verdict = {True: "ok", False: "FAILED", None: "-"}[r["parity_ok"]]
             lines.append(f"| {r['head']} | {r['dtype']} | {r['max_logit_diff']:.1e} | {q['logit_diff_same_vfm']:.1e} | "
-                         f"{q['vfm_rel_diff']:.1e} | {q['threshold_flips']} of {q['threshold_entries']} | {labels} | "
-                         f"{verdict} |")
+                         f"{q['vfm_rel_diff']:.1e} | {q['flips']} of {q['flip_entries']} {q['discontinuity']} | "
+                         f"{labels} | {verdict} |")
     lines += ["", "Backbone roofline at the best batch (matrix products only; peak measured with the "
               "backbone's own shapes):", "",
               "| head | dtype | windows per pass | backbone ms | GFLOP / image | achieved GFLOP/s | "
@@ -808,6 +887,25 @@ def markdown(info) -> str:
                 lines.append(f"| {r['head']} | {r['dtype']} | {t['batch']} | {t['images_per_s']:.2f} | "
                              f"{t['peak_memory_mb']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def _sam_masks(args) -> int:
+    from .sam_masks import benchmark_automatic_masks, format_automatic_masks
+
+    width, height = (int(v) for v in (args.size or "640x480").split("x"))
+    info = benchmark_automatic_masks(args.sam_model, args.sam_checkpoint, args.sam_config,
+                                     image_size=(height, width), repeats=args.repeats,
+                                     threads=args.threads, device="cpu" if args.device == "auto" else args.device)
+    table = format_automatic_masks(info)
+    print(table)
+    if args.out:
+        write_json(os.path.join(args.out, "sam_masks.json"), info)
+        with atomic_path(os.path.join(args.out, "sam_masks.md")) as tmp, open(tmp, "w") as fh:
+            fh.write(table + "\n")
+    unequal = [name for name, r in info["settings"].items() if r["identical"] is False]
+    for name in unequal:
+        print(f"error: {name}: ovdense's automatic masks differ from SamAutomaticMaskGenerator's", file=sys.stderr)
+    return 1 if unequal else 0
 
 
 def main(argv=None) -> int:
@@ -844,7 +942,17 @@ def main(argv=None) -> int:
     lat.add_argument("--warmup", type=int, default=2, help="warm-up calls before timing (default 2)")
     lat.add_argument("--resolution", choices=("model", "input"), default="model",
                      help="predict(resolution=...): label map at the model's canvas (default) or the frame's size")
+    sam = p.add_argument_group("SAM mode (--sam-masks): automatic masks, ovdense vs SamAutomaticMaskGenerator, "
+                               "see ovdense.bench.sam_masks")
+    sam.add_argument("--sam-masks", action="store_true",
+                     help="time automatic SAM masks (ours against segment-anything's, same model and image, "
+                          "outputs checked equal) at SAM's defaults, 16 points, and 16 points with thresholds 0")
+    sam.add_argument("--sam-model", default="vit_b", choices=("vit_b", "vit_l", "vit_h"))
+    sam.add_argument("--sam-checkpoint", default=None, help="local SAM weights (default: random weights)")
+    sam.add_argument("--sam-config", default=None, help="sizes of a small SAM (the tiny fixture's model.json)")
     args = p.parse_args(argv)
+    if args.sam_masks:
+        return _sam_masks(args)
     if args.config is not None and not args.latency:
         p.error("--config needs --latency (the other modes time the heads' base protocols, see --heads)")
     if args.frames < 1 or args.warmup < 0:

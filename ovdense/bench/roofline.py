@@ -55,18 +55,22 @@ def backbone_flops(backbone: CLIPBackbone, input_size: Tuple[int, int], batch: i
     return int(batch * flops)
 
 
-def vit_flops(model: nn.Module, grid: Tuple[int, int], batch: int = 1) -> int:
+def vit_flops(model: nn.Module, grid: Tuple[int, int], batch: int = 1, last: str = "block") -> int:
     """FLOPs of a timm ``VisionTransformer`` (a feature provider's model, e.g. DINO) up to its
     last block on ``batch`` inputs of ``grid = (rows, cols)`` patches: the patch embedding,
     and in every block its linear layers (``qkv``, ``proj``, MLP) and the attention products
     (``q k^T`` and ``attn v`` over all heads); norms, softmax and the position-embedding
-    resize are left out, as in :func:`backbone_flops`."""
+    resize are left out, as in :func:`backbone_flops`. ``last="qkv"``: the last block stops at
+    its ``qkv`` projection (a provider of q / k / v, ``timm_vit(output="k")``)."""
     rows, cols = grid
     n = int(getattr(model, "num_prefix_tokens", 1)) + rows * cols
     conv = model.patch_embed.proj
     kh, kw = conv.kernel_size
     flops = 2 * rows * cols * conv.out_channels * conv.in_channels * kh * kw  # patch embedding
-    for blk in model.blocks:
+    for i, blk in enumerate(model.blocks):
+        if last == "qkv" and i == len(model.blocks) - 1:
+            flops += _linear_flops(blk.attn.qkv, n)
+            break
         attn_dim = blk.attn.qkv.out_features // 3
         flops += _linear_flops(blk, n)  # qkv, proj, fc1, fc2
         flops += 2 * 2 * n * n * attn_dim  # q k^T and attn v over all heads

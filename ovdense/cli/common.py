@@ -493,3 +493,18 @@ def build_segmenter_from_args(args: argparse.Namespace, classes: Any = None, bac
     """Config + command-line overrides -> OVSegmenter (classes set): checks, then the model."""
     cfg = load_cli_config(args, dataset=getattr(args, "dataset", None))
     return build_segmenter(cfg, args, classes=classes, background=background)
+
+
+def finish_folder_run(summary: Any, out: str, headline: str, strict: bool) -> int:
+    """Print a folder run's outcome (``headline``, then one ``skipped:`` line per failed image)
+    and return its exit code: 1 when every image failed, or any did with ``strict``; else 0."""
+    print(headline)
+    for failure in summary.failed:
+        print(f"  skipped: {failure['error']}", file=sys.stderr)
+    if summary.failed and summary.done + summary.skipped == 0:
+        print(f"error: every image failed ({len(summary.failed)}); see {os.path.join(out, 'run.json')}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    if summary.failed and strict:
+        return EXIT_FAILED
+    return EXIT_OK

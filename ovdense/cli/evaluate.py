@@ -126,12 +126,17 @@ def add_coco_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "synonyms are 'background', or the first line of --classes-file when that line starts with "
                         "'background' or the file has one line more than the categories. The summary and "
                         "metrics_coco.json say whether it was added")
-    p.add_argument("--strategy", default="connected_components",
-                   help="proposal source of the Detector (ovdense.registry.PROPOSALS); the default turns the "
-                        "label map into instances")
+    p.add_argument("--strategy", "--proposals", dest="proposals", default=None,
+                   help="proposal source of the Detector (ovdense.registry.PROPOSALS): connected_components (turns "
+                        "the label map into instances; the default without SAM) or sam_automatic (the default with "
+                        "--sam-checkpoint or a config with features.sam)")
     p.add_argument("--scorer", default=None,
                    help="region scorer of the Detector (ovdense.registry.SCORERS, e.g. mask_pooling); needed for "
-                        "class-agnostic proposal sources")
+                        "class-agnostic proposal sources (default mask_pooling for them)")
+    from ovdense.cli.detection_options import add_detection_args, add_sam_args
+
+    add_sam_args(p)
+    add_detection_args(p)
     p.add_argument("--min-area", type=int, default=0, help="smallest instance, in pixels")
     p.add_argument("--iou-type", default="bbox,segm", help="comma list of bbox, segm")
     p.add_argument("--no-semantic", action="store_true", help="skip the semantic mIoU")
@@ -173,7 +178,9 @@ def _build_segmenter(args: argparse.Namespace) -> Any:
     one GPU per rank under torchrun)."""
     from ovdense.cli.common import build_segmenter, load_cli_config
 
-    cfg = load_cli_config(args, dataset=getattr(args, "dataset", None))
+    cfg = getattr(args, "resolved_config", None)
+    if cfg is None:
+        cfg = load_cli_config(args, dataset=getattr(args, "dataset", None))
     return build_segmenter(cfg, args)
 
 
@@ -459,23 +466,28 @@ def _run_coco(args: argparse.Namespace) -> int:
     check_output_dir(str(out))
     report = _report_kwargs(args, worst=False)
     build_coco_vocabulary(load_coco_gt(args.gt), args.classes_file, args.background)  # bad JSON, class lines
-    from ovdense.registry import PROPOSALS, SCORERS, get
+    from ovdense.cli.common import load_cli_config
+    from ovdense.cli.detection_options import check_detector_section, detector_section
 
-    for registry, name in ((PROPOSALS, args.strategy), (SCORERS, args.scorer)):
-        if name is not None:
-            try:
-                get(registry, name)
-            except KeyError as err:
-                raise UserError(err.args[0]) from None
+    cfg = load_cli_config(args, dataset=getattr(args, "dataset", None))
+    if args.scorer is not None:
+        args.scorer_type = args.scorer
+    section = detector_section(cfg, args)
+    proposals = dict(section.pop("proposals"))
+    if args.min_area:
+        proposals["min_area"] = args.min_area
+    scorer = section.pop("scorer", None)
+    check_detector_section(dict(proposals=proposals, scorer=scorer))
     options = CocoEvalOptions(
-        classes_file=args.classes_file, background=args.background, strategy=args.strategy, scorer=args.scorer,
-        strategy_options={"min_area": args.min_area} if args.min_area else None,
+        classes_file=args.classes_file, background=args.background, strategy=proposals.pop("type"), scorer=scorer,
+        strategy_options=proposals or None, detector_options=section or None,
         iou_types=tuple(iou_types), semantic=not args.no_semantic, crowd=args.crowd, limit=args.limit,
         out_dir=str(out), progress=not args.quiet, verbose=args.verbose, strict=args.strict, **report)
     from ovdense.text.embedding import text_progress
 
     try:
         with text_progress(not args.quiet), _WarningsToStderr("ovdense.evaluation.coco"):
+            args.resolved_config = cfg  # with the SAM provider of --sam-checkpoint, when given
             segmenter = _build_segmenter(args)
             result = evaluate_coco(segmenter, args.gt, args.images, options)
     except NoReadableImages as err:

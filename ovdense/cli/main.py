@@ -24,16 +24,18 @@ from .common import (
     UserError,
     add_model_options,
     build_segmenter,
-    check_classes_file,
     check_device,
     check_file,
     check_output_dir,
+    finish_folder_run,
     load_cli_config,
     positive_batch,
     print_error,
     resolve_config_name,
     run_guarded,
 )
+from .classes import (_add_class_file_args, _categories, _classes_from_args, _config_classes, _default_out,
+                      _vocabulary)
 from .evaluate import Terminated, interrupted_exit_code, sigterm_as_interrupt
 
 SEGMENT_EXAMPLES = """\
@@ -67,58 +69,7 @@ with real CLIP weights (open_clip tag or --pretrained FILE).
 
 
 # ---------------------------------------------------------------------------------- classes
-def _classes_from_args(args: argparse.Namespace):
-    """(classes, background) from --classes/--classes-file/--background(-first); None = the config's."""
-    if args.classes and args.classes_file:
-        raise UserError("give --classes or --classes-file, not both")
-    if args.background_first and not args.classes_file:
-        raise UserError("--background-first says the first line of --classes-file is the background; "
-                        "with --classes use --background NAMES")
-    if args.background_first and args.background is not None:
-        raise UserError("give --background or --background-first, not both")
-    if args.classes_file:
-        check_classes_file(args.classes_file)
-        return args.classes_file, ("first" if args.background_first else args.background)
-    if args.classes:
-        return list(args.classes), args.background
-    return None, args.background
-
-
-def _config_classes(cfg: Any):
-    from ..config import resolve_names_path
-
-    spec = cfg.get("classes") or {}
-    return resolve_names_path(spec.get("names"), cfg), spec.get("background")
-
-
-def _vocabulary(classes: Any, background: Any):
-    from ..text.vocabulary import build_vocabulary
-
-    try:
-        return build_vocabulary(classes, background=background)
-    except (ValueError, TypeError) as err:
-        raise UserError(f"classes: {err}") from None
-
-
-def _categories(vocab) -> List[dict]:
-    return [{"id": i, "name": n, "synonyms": list(s)}
-            for i, (n, s) in enumerate(zip(vocab.class_names, vocab.synonyms))]
-
-
 # ---------------------------------------------------------------------------------- segment
-def _default_out(base: str = os.path.join("runs", "segment")) -> str:
-    """``runs/segment/exp``, ``exp2``, ... : the first that holds no run (Ultralytics' rule)."""
-    from ..apps.folder import has_previous_run
-
-    n = 1
-    while True:
-        path = os.path.join(base, "exp" if n == 1 else f"exp{n}")
-        if not os.path.exists(path) or (os.path.isdir(path) and not has_previous_run(path)
-                                        and not os.listdir(path)):
-            return path
-        n += 1
-
-
 def _segmenter_accepts(name: str) -> bool:
     """Whether this ovdense's OVSegmenter takes the constructor keyword ``name``."""
     import inspect
@@ -224,17 +175,9 @@ def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
                         + (" (no space left on the device)" if err.errno == 28 else "")) from None
     finally:
         shutdown(dist)
-    print(f"{summary.done} segmented, {summary.skipped} already done, {len(summary.failed)} failed "
-          f"({summary.seconds:.1f} s) -> {args.out}" + (f" (overview: {sheet})" if sheet else ""))
-    for failure in summary.failed:
-        print(f"  skipped: {failure['error']}", file=sys.stderr)
-    if summary.failed and summary.done + summary.skipped == 0:
-        print(f"error: every image failed ({len(summary.failed)}); see {os.path.join(args.out, 'run.json')}",
-              file=sys.stderr)
-        return EXIT_FAILED
-    if summary.failed and args.strict:
-        return EXIT_FAILED
-    return EXIT_OK
+    return finish_folder_run(summary, args.out, f"{summary.done} segmented, {summary.skipped} already done, "
+                             f"{len(summary.failed)} failed ({summary.seconds:.1f} s) -> {args.out}"
+                             + (f" (overview: {sheet})" if sheet else ""), args.strict)
 
 
 # ---------------------------------------------------------------------------------- vocabulary files
@@ -420,14 +363,6 @@ def _version() -> str:
     return __version__
 
 
-def _add_class_file_args(group: Any) -> None:
-    """The class options that ``segment`` and ``encode-classes`` share (besides the names)."""
-    group.add_argument("--classes-file", help='name file: one class per line, synonyms separated by ", " or "; "')
-    group.add_argument("--background", help='background synonyms to add as class 0, e.g. "sky, wall, floor"')
-    group.add_argument("--background-first", action="store_true",
-                       help="the first line of --classes-file is the background class")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="ovdense", description="Open-vocabulary semantic segmentation with CLIP: any class "
                     "names you type.",
@@ -502,6 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true", help="no text-encoding progress bar")
     add_model_options(e)
     e.set_defaults(func=cmd_encode_classes)
+
+    from .detect import DETECT_EXAMPLES, add_detect_args
+
+    add_detect_args(sub.add_parser("detect", help="instance masks and boxes for the classes you name (SAM + CLIP)",
+                                   description="Detect instances of the classes you name in every image below a "
+                                               "folder: SAM's automatic masks (or the semantic map's regions) "
+                                               "classified by CLIP's dense features.", epilog=DETECT_EXAMPLES))
 
     g = sub.add_parser("configs", help="list the shipped configs, or print one",
                        description="List the shipped configs (usable by name with --config), or print one.")

@@ -263,6 +263,10 @@ class CocoEvalOptions:
     ``"mask_pooling"``); needed for class-agnostic proposal sources, None keeps the source's
     classes."""
 
+    detector_options: Mapping[str, Any] | None = None
+    """Other :class:`~ovdense.Detector` arguments (``nms_threshold``, ``class_agnostic_nms``,
+    ``max_detections``, ``min_confidence``): a config's ``detector`` section."""
+
     iou_types: tuple[str, ...] = ("bbox", "segm")
     """COCOeval IoU types to score: any of ``"bbox"``, ``"segm"``."""
 
@@ -540,7 +544,8 @@ def _image_detector(segmenter: Any, options: CocoEvalOptions):
     if hasattr(segmenter, "encode_image"):
         from ovdense.detector import Detector
 
-        detector = Detector(segmenter, proposals=proposals, scorer=options.scorer)
+        detector = Detector(segmenter, proposals=proposals, scorer=options.scorer,
+                            **dict(options.detector_options or {}))
         return lambda path: detector.detect(path, return_result=True)
     if options.scorer is not None:
         raise ValueError("a region scorer needs an OVSegmenter (it reads the image's dense features)")
@@ -630,7 +635,7 @@ def _evaluate_coco(segmenter: Any, ann_file: str | Path, image_dir: str | Path, 
         write_json(out_dir / "coco_results.json", results)
         report = {"task": "coco", "ann_file": str(ann_file), "image_dir": str(image_dir),
                   "strategy": options.strategy, "strategy_options": dict(options.strategy_options or {}),
-                  "scorer": options.scorer,
+                  "scorer": options.scorer, "detector_options": dict(options.detector_options or {}),
                   "classes": vocab.prompts, **out.to_dict(),
                   "config": config_to_dict(getattr(segmenter, "config", None)), "versions": collect_versions()}
         write_json(out_dir / "metrics_coco.json", report)

@@ -13,6 +13,20 @@ and std), applied to the uint8 windows.
 ``scale_factor = (H // p + 0.1) / sqrt(N), (W // p + 0.1) / sqrt(N)``, no antialiasing, and no
 resize at all when the grid has N positions and the window is square). The two agree at the
 checkpoint's own size and differ by a few 1e-2 on 336-pixel windows.
+
+``output`` picks what is returned: ``"tokens"`` (the block's output tokens, the default) or
+``"q"``, ``"k"``, ``"v"``: that block's attention projections of its (normed) input, per head,
+as ``[B, heads * head_dim, h, w]`` (channel ``head * head_dim + d``, the layout of DINO's
+``qkv[1]`` reshaped by CASS), computed with timm's own ``norm1`` / ``attn.qkv`` / ``q_norm`` /
+``k_norm`` in the provider's forward (no hooks, no patching).
+
+Two input options reproduce how CASS (CVPR 2025) feeds DINO, for parity with its official code:
+``denorm`` re-creates the image CASS hands to DINO from the window: the official code CLIP-
+normalises the image, then "un-normalises" it with ImageNet's mean and std (not CLIP's, so the
+contrast shrinks by about 0.85-0.92 per channel and the colours shift) and truncates to uint8;
+``"cass_official"`` uses the official std ``(0.229, 0.224, 0.255)`` (a typo for 0.225 in the
+blue channel), ``"cass"`` the intended 0.225. ``square_input`` resizes every window to a square
+of its short side first (PIL bicubic on the uint8 image), as the official code does before DINO.
 """
 from __future__ import annotations
 
@@ -20,11 +34,52 @@ import math
 import os
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..registry import FEATURES
 from .base import FeatureProvider
+
+#: The constants CASS's official code uses: mmseg's CLIP normalisation of the 0-255 image, then
+#: torchvision's ``Normalize(-mean / std, 1 / std)`` with ImageNet's mean and std ("un-normalise").
+CASS_CLIP_MEAN = (122.771, 116.746, 104.094)
+CASS_CLIP_STD = (68.501, 66.632, 70.323)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+DENORM_STD = {"cass_official": (0.229, 0.224, 0.255), "cass": (0.229, 0.224, 0.225)}
+
+
+def cass_denorm(images: torch.Tensor, std: Sequence[float]) -> torch.Tensor:
+    """uint8 windows ``[B, 3, H, W]`` -> the uint8 image CASS's official code gives DINO: CLIP-normalised
+    (float32, mmseg's constants), un-normalised with ImageNet's mean and ``std`` as torchvision's
+    ``Normalize(mean=-m/s, std=1/s)`` computes it, times 255 and truncated (numpy ``astype('uint8')``).
+    Real pixels stay inside 7..243, so nothing wraps."""
+    dev = images.device
+    clip_mean = torch.tensor(CASS_CLIP_MEAN, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+    clip_std = torch.tensor(CASS_CLIP_STD, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+    inv_mean = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, std)], dtype=torch.float32, device=dev)
+    inv_std = torch.tensor([1 / s for s in std], dtype=torch.float32, device=dev)
+    x = (images.float() - clip_mean) / clip_std
+    x = (x - inv_mean.view(1, 3, 1, 1)) / inv_std.view(1, 3, 1, 1)
+    return (x * 255).clamp_(0, 255).to(torch.uint8)  # clamp: a no-op on real pixels (truncation as astype)
+
+
+def pil_square(images: torch.Tensor) -> torch.Tensor:
+    """uint8 windows ``[B, 3, H, W]`` resized to ``S x S`` (``S = min(H, W)``) with PIL's bicubic filter
+    (PIL's ``Image.resize`` default, as CASS's ``inv_image.resize((S, S))``); square windows pass as they are."""
+    h, w = images.shape[-2:]
+    if h == w:
+        return images
+    from PIL import Image
+
+    side = min(h, w)
+    bicubic = getattr(Image, "Resampling", Image).BICUBIC
+    out = []
+    for img in images.cpu():
+        pil = Image.fromarray(np.ascontiguousarray(img.permute(1, 2, 0).numpy()))
+        out.append(torch.from_numpy(np.asarray(pil.resize((side, side), bicubic))).permute(2, 0, 1))
+    return torch.stack(out).to(images.device)
+
 
 _WRAPPERS = ("state_dict", "model", "teacher", "module")
 _PREFIXES = ("module.", "backbone.")
@@ -71,16 +126,30 @@ class TimmViTFeatures(FeatureProvider):
             ``"dino"`` (the official DINO ``interpolate_pos_encoding`` formula, for parity with
             methods that load DINO through ``torch.hub``; needs a square grid of position
             embeddings).
+        output: ``"tokens"`` (the block's output) or ``"q"`` / ``"k"`` / ``"v"`` (the block's
+            attention projections, ``[B, heads * head_dim, h, w]``; ``norm`` does not apply).
+        denorm: None (the window as it is), ``"cass_official"`` or ``"cass"``: the image CASS's
+            official code gives DINO (see the module doc; ``"cass_official"`` keeps its std typo).
+        square_input: resize each window to a square of its short side (PIL bicubic) first.
     """
 
     POS_INTERP = ("timm", "dino")
+    OUTPUTS = ("tokens", "q", "k", "v")
 
     def __init__(self, model_name: str = "vit_base_patch16_224.dino", weights: Optional[str] = None,
                  layer: int = -1, norm: bool = True, input_size: Optional[Sequence[int]] = None,
-                 model_kwargs: Optional[Mapping[str, Any]] = None, pos_interp: str = "timm") -> None:
+                 model_kwargs: Optional[Mapping[str, Any]] = None, pos_interp: str = "timm",
+                 output: str = "tokens", denorm: Optional[str] = None, square_input: bool = False) -> None:
         super().__init__()
         if pos_interp not in self.POS_INTERP:
             raise ValueError(f"timm_vit: pos_interp must be one of {self.POS_INTERP}, got {pos_interp!r}")
+        if output not in self.OUTPUTS:
+            raise ValueError(f"timm_vit: output must be one of {self.OUTPUTS}, got {output!r}")
+        if denorm is not None and denorm not in DENORM_STD:
+            raise ValueError(f"timm_vit: denorm must be None or one of {tuple(DENORM_STD)}, got {denorm!r}")
+        self.output = output
+        self.denorm = denorm
+        self.square_input = bool(square_input)
         try:
             import timm
         except ImportError as err:  # pragma: no cover - timm is in the [dino] extra
@@ -112,6 +181,8 @@ class TimmViTFeatures(FeatureProvider):
     def output_grid(self, window_size: Tuple[int, int]) -> Tuple[int, int]:
         """The ``(h, w)`` grid of the features for windows of ``window_size`` pixels."""
         size = self.input_size or window_size
+        if self.square_input and self.input_size is None:
+            size = (min(size), min(size))
         ph, pw = self.patch_size
         return int(size[0]) // ph, int(size[1]) // pw
 
@@ -145,9 +216,12 @@ class TimmViTFeatures(FeatureProvider):
         patch = grid.permute(0, 2, 3, 1).reshape(1, rows * cols, -1).to(pos.dtype)
         return torch.cat([prefix, patch], dim=1)
 
-    def _forward_dino(self, x: torch.Tensor, index: int, square: bool) -> torch.Tensor:
-        """timm's ``forward_intermediates`` with the DINO position interpolation (same submodules)."""
+    def _embed(self, x: torch.Tensor, square: bool) -> torch.Tensor:
+        """Tokens entering the first block: patch embedding, prefix tokens, position embedding
+        (DINO's interpolation or timm's ``_pos_embed``), then timm's ``patch_drop`` / ``norm_pre``."""
         m = self.model
+        if self.pos_interp != "dino":
+            return m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
         b = x.shape[0]
         tokens = m.patch_embed(x)  # [B, rows, cols, C] (dynamic_img_size) or [B, L, C]
         rows, cols = x.shape[-2] // self.patch_size[0], x.shape[-1] // self.patch_size[1]
@@ -162,6 +236,14 @@ class TimmViTFeatures(FeatureProvider):
             module = getattr(m, name, None)
             if module is not None:
                 tokens = module(tokens)
+        return tokens
+
+    def _forward_dino(self, x: torch.Tensor, index: int, square: bool) -> torch.Tensor:
+        """timm's ``forward_intermediates`` with the DINO position interpolation (same submodules)."""
+        m = self.model
+        b = x.shape[0]
+        rows, cols = x.shape[-2] // self.patch_size[0], x.shape[-1] // self.patch_size[1]
+        tokens = self._embed(x, square)
         for blk in m.blocks[: index + 1]:
             tokens = blk(tokens)
         if self.norm:
@@ -169,7 +251,29 @@ class TimmViTFeatures(FeatureProvider):
         tokens = tokens[:, m.num_prefix_tokens:]
         return tokens.reshape(b, rows, cols, -1).permute(0, 3, 1, 2).contiguous()
 
+    def _forward_projection(self, x: torch.Tensor, index: int, square: bool) -> torch.Tensor:
+        """``q``, ``k`` or ``v`` of block ``index`` (timm's ``norm1``, ``attn.qkv``, ``q_norm``, ``k_norm``)
+        on the patch tokens, as ``[B, heads * head_dim, rows, cols]``."""
+        m = self.model
+        b = x.shape[0]
+        rows, cols = x.shape[-2] // self.patch_size[0], x.shape[-1] // self.patch_size[1]
+        tokens = self._embed(x, square)
+        for blk in m.blocks[:index]:
+            tokens = blk(tokens)
+        blk = m.blocks[index]
+        attn = blk.attn
+        n = tokens.shape[1]
+        qkv = attn.qkv(blk.norm1(tokens)).reshape(b, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        out = {"q": lambda: attn.q_norm(q), "k": lambda: attn.k_norm(k), "v": lambda: v}[self.output]()
+        out = out[:, :, m.num_prefix_tokens:]  # [B, heads, rows * cols, d]
+        return out.transpose(2, 3).reshape(b, -1, rows, cols).contiguous()
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.denorm is not None:
+            images = cass_denorm(images, DENORM_STD[self.denorm])
+        if self.square_input:
+            images = pil_square(images)
         x = (images.float() - self.mean) / self.std
         if self.input_size is not None:
             x = F.interpolate(x, size=self.input_size, mode="bicubic", align_corners=False)
@@ -178,6 +282,8 @@ class TimmViTFeatures(FeatureProvider):
         x = x[..., : x.shape[-2] // ph * ph, : x.shape[-1] // pw * pw]
         dtype = next(self.model.parameters()).dtype
         index = self.layer if self.layer >= 0 else len(self.model.blocks) + self.layer
+        if self.output != "tokens":
+            return self._forward_projection(x.to(dtype), index, square).float()
         if self.pos_interp == "dino":
             return self._forward_dino(x.to(dtype), index, square).float()
         return self.model.forward_intermediates(x.to(dtype), indices=[index], norm=self.norm, output_fmt="NCHW",
@@ -185,4 +291,5 @@ class TimmViTFeatures(FeatureProvider):
 
     def extra_repr(self) -> str:
         return (f"model_name={self.model_name!r}, layer={self.layer}, norm={self.norm}, input_size={self.input_size}, "
-                f"pos_interp={self.pos_interp!r}")
+                f"pos_interp={self.pos_interp!r}, output={self.output!r}, denorm={self.denorm!r}, "
+                f"square_input={self.square_input}")

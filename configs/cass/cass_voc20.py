@@ -1,0 +1,14 @@
+# CASS (DINO ViT-B/8 key graphs), ViT-B/16, VOC20: 87.8 ? mIoU.
+# Source: MICV-yonsei/CASS configs/cfg_voc20.py + configs/base_config.py + cass_segmentor.py + eval_all.sh.
+# Paper: CASS: "Distilling Spectral Graph for Object-Context Aware Open-Vocabulary Semantic Segmentation" (Kim et al., CVPR 2025).
+#   Official code: https://github.com/MICV-yonsei/CASS.
+# Numbers: ? = recalled from the paper's table, unverified (their 8-dataset mean, 44.4, is the
+#   paper's reported average); the official README reports none (see configs/README.md).
+# DINO weights: a local DINO ViT-B/8 checkpoint (see _base_/cass.py); another path with
+#   --cfg-options features.dino.weights=/path/to/dino_vitbase8_pretrain.pth
+_base_ = ['../_base_/cass.py']
+
+head = dict(global_weight=0.4, mean_vector_weight=0.02, h_threshold=0.1, scale_singular=False)
+# CASS's configs/cls_voc20.txt equals SCLIP's list: SCLIP's file is reused.
+classes = dict(names='../names/cls_voc20.txt', background=None)
+dataset_type = 'voc20'
