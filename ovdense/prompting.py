@@ -106,6 +106,7 @@ class Prompter:
             base = self.segmenter.resolve_vocabulary(vocabulary).vocabulary
         names = [list(s) for s in base.synonyms] if base is not None else [["background"]]
         background = base.has_background if base is not None else True
+
         def matches(synonyms):
             return any(w.lower() == n.lower() for w in words for n in synonyms)
 
@@ -138,7 +139,11 @@ def _prompts(points: Any, point_labels: Any, boxes: Any):
         if point_labels is None:
             labels = torch.ones(coords.shape[:2])
         else:
-            labels = torch.as_tensor(np.asarray(point_labels, dtype=np.float32)).reshape(coords.shape[:2])
+            labels = torch.as_tensor(np.asarray(point_labels, dtype=np.float32))
+            if labels.numel() != coords.shape[0] * coords.shape[1]:
+                raise ValueError(f"point_labels must have one label per point {tuple(coords.shape[:2])}, got shape "
+                                 f"{tuple(labels.shape)}")
+            labels = labels.reshape(coords.shape[:2])
         n = coords.shape[0]
     if boxes is not None:
         box_t = torch.as_tensor(np.asarray(boxes, dtype=np.float32))

@@ -117,6 +117,7 @@ def test_prompted_masks_equal_sam_predictor_best_of_three(seg, scene):
     (dict(points=[[1, 2]], boxes=[[0, 0, 5, 5], [1, 1, 4, 4]]), "one box per prompt"),
     (dict(boxes=[[0, 0, 5]]), "boxes must be"),
     (dict(points=[[np.nan, 2]]), "finite"),
+    (dict(points=[[1, 2], [3, 4]], point_labels=[1, 0, 1]), "one label per point"),
 ])
 def test_bad_prompts_are_refused(seg, scene, kwargs, message):
     with pytest.raises(ValueError, match=message):
