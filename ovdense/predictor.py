@@ -593,7 +593,9 @@ class OVSegmenter:
         Scoring them against text embeddings gives the segmenter's logits:
         ``np.einsum('dhw,qd->qhw', emb, text)`` equals ``canvas_logits(ctx, text)`` at
         ``resolution="model"`` (windows stitched as the logits are: the maps are linear in the
-        features), and ``query_logits`` at ``"input"``.
+        features), and ``query_logits`` at ``"input"``. Not for heads that score windows
+        themselves (``window_logits``, e.g. CASS, which moves the text per window and adds an
+        image prior): their embeddings are the head's features, and their logits differ.
 
         Args:
             image: an image (anything :meth:`predict` takes) or its ImageContext.
