@@ -19,7 +19,7 @@ import torch
 from .registry import PROPOSALS, SCORERS, build
 from .sam import predict_masks, upscale_masks
 from .structures import Detections, EncodedVocabulary, ImageContext
-from .text.vocabulary import build_vocabulary, split_synonyms
+from .text.vocabulary import Vocabulary, split_synonyms
 
 
 class Prompter:
@@ -93,28 +93,31 @@ class Prompter:
 
         Every automatic SAM region (``sam_automatic``, shared per image) is classified
         against ``phrase`` plus the other classes (``vocabulary``, else the segmenter's
-        classes, else only a background class): the regions whose best class is the phrase,
-        ranked by class probability x SAM's predicted IoU, at most ``top_k``.
+        classes, else only a background class; their embeddings as given, only the phrase is
+        encoded): the regions whose best class is the phrase, ranked by class probability x
+        SAM's predicted IoU, at most ``top_k``.
         """
         if not isinstance(phrase, str) or not split_synonyms(phrase):
             raise ValueError("phrase must be a non-empty string")
         words = split_synonyms(phrase)
         context = self.context(image)
-        if vocabulary is None:
-            base = self.segmenter.vocabulary
+        if vocabulary is None and self.segmenter.vocabulary is None:
+            base = self.segmenter.encode_vocabulary(Vocabulary.from_synonyms([["background"]], has_background=True))
         else:
-            base = self.segmenter.resolve_vocabulary(vocabulary).vocabulary
-        names = [list(s) for s in base.synonyms] if base is not None else [["background"]]
-        background = base.has_background if base is not None else True
+            base = self.segmenter.resolve_vocabulary(vocabulary)
 
         def matches(synonyms):
             return any(w.lower() == n.lower() for w in words for n in synonyms)
 
-        if not any(matches(s) for s in names):
-            names.append(words)
-        vocab = build_vocabulary(names, background="first" if background else None)
-        encoded = self.segmenter.encode_vocabulary(vocab)
-        target = next(i for i, s in enumerate(vocab.synonyms) if matches(s))
+        target = next((i for i, s in enumerate(base.vocabulary.synonyms) if matches(s)), None)
+        if target is None:  # the phrase becomes one more class; only its queries are encoded
+            vocab = Vocabulary.from_synonyms(list(base.vocabulary.synonyms) + [words],
+                                             has_background=base.has_background)
+            extra = self.segmenter.encode_vocabulary([words]).text.to(base.text.device)
+            encoded = EncodedVocabulary(vocab, torch.cat([base.text, extra]))
+            target = vocab.num_classes - 1
+        else:
+            encoded = base
         if self._source is None:
             self._source = build(PROPOSALS, dict(type="sam_automatic", provider=self.sam, **self.proposal_options))
         scorer = build(SCORERS, dict(type="mask_pooling", logit_scale=self.segmenter.decoder.logit_scale,

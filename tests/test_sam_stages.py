@@ -192,6 +192,34 @@ def test_phrase_returns_regions_of_that_phrase(seg, scene):
         prompter.phrase(scene.image, "  ")
 
 
+def test_phrase_scores_with_the_given_embeddings(seg, scene):
+    """A vocabulary with its own embeddings (e.g. from a vocabulary file) is used as given: the
+    phrase's regions equal mask_pooling with exactly those rows (plus the phrase's, encoded)."""
+    from ovdense.registry import SCORERS, build
+    from ovdense.structures import EncodedVocabulary
+
+    knobs = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    prompter = ovdense.Prompter(seg, proposals=knobs)
+    torch.manual_seed(0)
+    names = [["water", "sea"], ["grass"], ["red circle"]]
+    enc = seg.encode_vocabulary(names, embeddings=torch.randn(4, seg.backbone.embed_dim))
+    ctx = seg.encode_image(scene.image)
+    scorer = build(SCORERS, dict(type="mask_pooling", logit_scale=seg.decoder.logit_scale,
+                                 confidence="probability_x_proposal"))
+    from ovdense.proposals.sam_automatic import SamAutomatic
+
+    regions = SamAutomatic(**knobs)(ctx)
+    want = scorer(regions, ctx, enc)
+    want = want[want.class_id == 1]
+    got = prompter.phrase(ctx, "grass", top_k=100, vocabulary=enc)
+    np.testing.assert_allclose(np.sort(got.confidence), np.sort(want.confidence), rtol=1e-6)
+    new = prompter.phrase(ctx, "sand", top_k=100, vocabulary=enc)
+    vocab = ovdense.Vocabulary.from_synonyms(names + [["sand"]])
+    text = torch.cat([enc.text, seg.encode_vocabulary(["sand"]).text])
+    scored = scorer(regions, ctx, EncodedVocabulary(vocab, text))
+    np.testing.assert_allclose(np.sort(new.confidence), np.sort(scored.confidence[scored.class_id == 3]), rtol=1e-6)
+
+
 def test_detector_from_config_ranks_nms_and_caps(seg, scene):
     det = ovdense.Detector.from_config(CONFIG, segmenter=seg)
     assert det.source.settings.points_per_side == 16 and det.scorer.confidence == "probability_x_proposal"
