@@ -174,41 +174,35 @@ def test_cass_benchmark_reports_parity_and_the_vfm_cost(tmp_path):
     assert "| cass | float32 | 6 |" in (out / "benchmark.md").read_text()
 
 
-def test_proxyclip_vfm_flops_match_torch_flop_counter():
-    """The analytic VFM count equals torch's FLOP counter on the provider's forward (SDPA counted
-    with torch's formula, as for the CLIP backbone)."""
+def _counted_flops(provider, raw):
+    """torch's FLOP count of ``provider(raw)``, SDPA counted with torch's formula (as for CLIP)."""
     from torch.utils.flop_counter import sdpa_flop_count
-
-    providers = benchmark.build_providers(benchmark.provider_specs("proxyclip", None, tiny=True), torch.device("cpu"))
-    vfm = providers["vfm"]
-    raw = torch.randint(0, 256, (2, 3, 48, 40), dtype=torch.uint8)
 
     def sdpa(q, k, v, *args, out_shape=None, **kwargs):
         return sdpa_flop_count(q, k, v)
 
     cpu_sdpa = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: sdpa}
     with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=cpu_sdpa) as counter:
-        vfm(raw)
+        provider(raw)
+    return counter.get_total_flops()
+
+
+def test_proxyclip_vfm_flops_match_torch_flop_counter():
+    """The analytic VFM count equals torch's FLOP counter on the provider's forward."""
+    providers = benchmark.build_providers(benchmark.provider_specs("proxyclip", None, tiny=True), torch.device("cpu"))
+    vfm = providers["vfm"]
+    flops = _counted_flops(vfm, torch.randint(0, 256, (2, 3, 48, 40), dtype=torch.uint8))
     assert vfm.output_grid((48, 40)) == (6, 5)
-    assert roofline.vit_flops(vfm.model, (6, 5), 2) == counter.get_total_flops()
+    assert roofline.vit_flops(vfm.model, (6, 5), 2) == flops
 
 
 def test_key_provider_flops_stop_at_the_last_qkv():
     """CASS's provider (``output="k"``) runs the blocks before the last and the last block's qkv:
     ``vit_flops(last="qkv")`` equals torch's FLOP counter on it."""
-    from torch.utils.flop_counter import sdpa_flop_count
-
     specs = benchmark.provider_specs("cass", None, tiny=True, clip_width=64)
     vfm = benchmark.build_providers(specs, torch.device("cpu"))["dino"]
-    raw = torch.randint(0, 256, (2, 3, 48, 48), dtype=torch.uint8)
-
-    def sdpa(q, k, v, *args, out_shape=None, **kwargs):
-        return sdpa_flop_count(q, k, v)
-
-    cpu_sdpa = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: sdpa}
-    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=cpu_sdpa) as counter:
-        vfm(raw)
-    assert roofline.vit_flops(vfm.model, (6, 6), 2, last="qkv") == counter.get_total_flops()
+    flops = _counted_flops(vfm, torch.randint(0, 256, (2, 3, 48, 48), dtype=torch.uint8))
+    assert roofline.vit_flops(vfm.model, (6, 6), 2, last="qkv") == flops
     assert roofline.vit_flops(vfm.model, (6, 6), 2, last="qkv") < roofline.vit_flops(vfm.model, (6, 6), 2)
 
 

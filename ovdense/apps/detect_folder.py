@@ -18,14 +18,13 @@ import json
 import logging
 import os
 import sys
-import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..io.images import ImageLoadError, load_image
 from ..io.sources import find_images, source_base
 from ..io.writers import write_json
 from .folder import (FolderRunSummary, _remove_stale_temps, output_stem, prepare_output, run_fingerprint,
-                     run_record)
+                     recorded_run, run_record)
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +73,8 @@ def detect_folder(detector: Any, src: str, out_dir: str, resume: bool = False, p
     summary.skipped = len(mine) - len(todo)
     if rank == 0:
         write_json(os.path.join(out_dir, "run.json"), record("running"))
-    t_start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="detect", unit="img", disable=not progress, file=sys.stderr)
-    try:
+    with recorded_run(summary, os.path.join(out_dir, name), record, bar):
         for path in todo:
             try:
                 image = load_image(path)
@@ -91,16 +89,6 @@ def detect_folder(detector: Any, src: str, out_dir: str, resume: bool = False, p
                            record_path[path])
             summary.done += 1
             bar.update(1)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        raise
-    finally:
-        bar.close()
-        summary.seconds = time.perf_counter() - t_start
-        try:
-            write_json(os.path.join(out_dir, name), record("interrupted" if summary.interrupted else "complete"))
-        except OSError as err:
-            logger.error("could not write %s: %s", name, err)
     return summary
 
 

@@ -32,6 +32,7 @@ import shutil
 import sys
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -385,9 +386,8 @@ def segment_folder(
     skip = (0,) if vocab.has_background else ()
     kwargs: Dict[str, Any] = {} if resolution == "input" else {"resolution": resolution}
     rows_progress = progress and _accepts(segmenter.predict, "progress")
-    t_start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="segment", unit="img", disable=not progress, file=sys.stderr)
-    try:
+    with recorded_run(summary, os.path.join(out_dir, name), record, bar):
         for batch in _batches(todo, max(1, batch_size)):
             loaded = []
             for path in batch:
@@ -411,17 +411,30 @@ def segment_folder(
                                    txt_name.get(rel[path]), record_path[path])
                     summary.done += 1
                 bar.update(len(group))
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM where the command line turns it into one
+    return summary
+
+
+@contextmanager
+def recorded_run(summary: FolderRunSummary, record_path: str, record: Callable[[str], Dict[str, Any]],
+                 bar: Any) -> Iterator[None]:
+    """The bookkeeping around a folder run's loop: ``summary.seconds`` timed; Ctrl-C (or SIGTERM
+    where the command line turns it into one) marks the run interrupted and is re-raised; at
+    the end, however it ends, the progress bar is closed and ``record(status)`` is written to
+    ``record_path`` (``complete`` or ``interrupted``; a failed write is logged, never raised
+    over the error that ended the run)."""
+    t_start = time.perf_counter()
+    try:
+        yield
+    except KeyboardInterrupt:
         summary.interrupted = True
         raise
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - t_start
         try:
-            write_json(os.path.join(out_dir, name), record("interrupted" if summary.interrupted else "complete"))
+            write_json(record_path, record("interrupted" if summary.interrupted else "complete"))
         except OSError as err:  # e.g. the disk filled up: the error being raised says why
-            logger.error("could not write %s: %s", name, err)
-    return summary
+            logger.error("could not write %s: %s", record_path, err)
 
 
 def run_record(run_info: Dict[str, Any], src: str, categories: Sequence[Dict[str, Any]],

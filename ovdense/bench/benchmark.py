@@ -72,7 +72,6 @@ import os
 import re
 import sys
 import time
-from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -84,7 +83,7 @@ import ovdense
 from ovdense.bench import latency, roofline
 from ovdense.config import configs_dir, find_config, list_configs, load_config, segmenter_kwargs
 from ovdense.bench.official_cass import OfficialCASS
-from ovdense.bench.official_dino import dino_pos_encoding
+from ovdense.bench.official_common import dino_pos_encoding, mha_fast_path, official_dino_model
 from ovdense.heads.cass import CASSHead
 from ovdense.heads.proxyclip import ProxyCLIPHead
 from ovdense.io.writers import atomic_path, write_json
@@ -213,15 +212,6 @@ def voc21_classes() -> List[List[str]]:
     return read_name_file(os.path.join(configs_dir(), VOC21_NAMES))
 
 
-@contextmanager
-def _mha_fast_path(enabled: bool):
-    previous = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(enabled)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(previous)
-
 
 @torch.no_grad()
 def reference_features(seg: ovdense.OVSegmenter, crop: torch.Tensor) -> torch.Tensor:
@@ -230,7 +220,7 @@ def reference_features(seg: ovdense.OVSegmenter, crop: torch.Tensor) -> torch.Te
     path (OpenAI CLIP's sequence-first blocks reach ``F.multi_head_attention_forward`` and its
     fused attention that way), and the last block builds its attention matrix explicitly
     (bmm + softmax) instead of the heads' fused kernels."""
-    with _mha_fast_path(False):
+    with mha_fast_path(False):
         view = seg.backbone.prefix(crop, fused=False)
     tokens = seg.head.finish(view, seg.backbone, seg.head.attention(view) @ view.v)
     feats = F.normalize(seg.backbone.project(tokens[:, 1:]).float(), dim=-1)
@@ -284,12 +274,7 @@ class OfficialProxyCLIP:
         if not isinstance(head, ProxyCLIPHead):
             raise TypeError(f"OfficialProxyCLIP needs a proxyclip segmenter, got {type(head).__name__}")
         provider = seg.features[head.source]
-        model = getattr(provider, "model", None)
-        dino_like = model is not None and all(hasattr(model, a) for a in ("patch_embed", "cls_token", "pos_embed",
-                                                                           "blocks", "norm"))
-        if not dino_like or getattr(model, "num_prefix_tokens", 1) != 1 or getattr(model, "no_embed_class", False):
-            raise ValueError(f"the official-style ProxyCLIP baseline runs torch.hub's DINO layout (one CLS token, "
-                             f"absolute position embedding); provider {head.source!r} is not such a timm ViT")
+        model = official_dino_model(provider, head.source, "ProxyCLIP")
         if getattr(provider, "layer", -1) not in (-1, len(model.blocks) - 1) or not getattr(provider, "norm", True) \
                 or getattr(provider, "input_size", None) is not None or getattr(provider, "pos_interp", "") != "dino":
             raise ValueError("the official-style ProxyCLIP baseline reads DINO's normed last block at the window's "
@@ -379,7 +364,7 @@ class OfficialProxyCLIP:
         ``ex_feats``: VFM features to use instead of running :meth:`vfm` (the parity check)."""
         if ex_feats is None:
             ex_feats = self.vfm(crop)
-        with _mha_fast_path(False):
+        with mha_fast_path(False):
             view = self.seg.backbone.prefix(crop, fused=False)
         image_features = self._custom_attn(view, ex_feats).float()
         image_features = image_features / image_features.norm(dim=-1, keepdim=True)

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import copy
 import math
-from contextlib import contextmanager
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -65,17 +64,8 @@ import torch.nn.functional as F
 
 from ..features.timm_vit import DENORM_STD, IMAGENET_MEAN
 from ..heads.cass import CASSHead, min_cost_assignment, ward_clusters
-from .official_dino import dino_pos_encoding
+from .official_common import dino_pos_encoding, mha_fast_path, official_dino_model
 
-
-@contextmanager
-def _mha_fast_path(enabled: bool):
-    previous = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(enabled)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(previous)
 
 
 def _gaussian_window(rows: int, cols: int, std: float) -> torch.Tensor:
@@ -114,12 +104,7 @@ class OfficialCASS:
             raise ValueError(f"the official-style CASS baseline compares with the official head behaviour "
                              f"(rng='window', rank_rule='first', official_pairing=True); got {bad}")
         provider = seg.features[head.source]
-        model = getattr(provider, "model", None)
-        dino_like = model is not None and all(hasattr(model, a) for a in ("patch_embed", "cls_token", "pos_embed",
-                                                                          "blocks", "norm"))
-        if not dino_like or getattr(model, "num_prefix_tokens", 1) != 1 or getattr(model, "no_embed_class", False):
-            raise ValueError(f"the official-style CASS baseline runs the official DINO layout (one CLS token, "
-                             f"absolute position embedding); provider {head.source!r} is not such a timm ViT")
+        model = official_dino_model(provider, head.source, "CASS")
         layout = (getattr(provider, "output", None) == "k"
                   and getattr(provider, "layer", -1) in (-1, len(model.blocks) - 1)
                   and getattr(provider, "input_size", None) is None and getattr(provider, "pos_interp", "") == "dino"
@@ -203,7 +188,7 @@ class OfficialCASS:
         """CLIP's unchanged forward up to ``x_last`` (``ln_post(CLS) @ proj``); also the view before
         the last block."""
         bb = self.seg.backbone
-        with _mha_fast_path(False):
+        with mha_fast_path(False):
             view = bb.prefix(img, fused=False)
             out = bb.run_blocks(view.x, [bb.last_block], fused=False)
         return view, bb.project(out[:, 0]).float()

@@ -54,13 +54,12 @@ class SamVoteRefiner(Refiner):
         """``(H, W)`` int64 region index of every pixel at ``size`` (-1: no region)."""
         def compute():
             dets = self.source(context)
-            masks = dets.mask if dets.mask is not None else np.zeros((0, *context.original_size), bool)
-            area = masks.sum((1, 2))
+            height, width = dets.mask.shape[1:]
+            area = dets.mask.sum((1, 2))
             order = np.argsort(-area, kind="stable")
             order = order[area[order] >= max(1, self.min_region_area)]
-            index = np.full(masks.shape[1:], -1, np.int64)
-            for rank, i in enumerate(order):  # largest first: smaller regions paint over
-                index[masks[i]] = rank
+            # largest first, so smaller regions paint over; label_image numbers instances from 1
+            index = dets[order].label_image(height, width).astype(np.int64) - 1
             return torch.from_numpy(index)
 
         index = context.shared(("sam_vote_regions", id(self)), compute)

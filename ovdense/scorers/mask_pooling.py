@@ -56,7 +56,7 @@ class MaskPooling(RegionScorer):
         if n == 0:
             return Detections(detections.xyxy, detections.mask, detections.confidence, detections.class_id, [],
                               data={**detections.data, "proposal_score": detections.confidence,
-                                    "class_probability": detections.confidence})
+                                    "class_probability": np.zeros(0, np.float32)})
         logits = context.canvas_logits(vocabulary.text)  # [Q, h, w]
         device = logits.device
         sums = torch.zeros(n, logits.shape[0], dtype=torch.float64, device=device)

@@ -101,7 +101,8 @@ class MaskedCrop(RegionScorer):
         proposal = np.asarray(detections.confidence, np.float32)
         if n == 0:
             return Detections(detections.xyxy, detections.mask, detections.confidence, detections.class_id, [],
-                              data={**detections.data, "proposal_score": proposal, "class_probability": proposal})
+                              data={**detections.data, "proposal_score": proposal,
+                                    "class_probability": np.zeros(0, np.float32)})
         image = context.uint8_at((height, width)).permute(1, 2, 0).cpu().numpy()
         size = self.backbone.visual.image_size
         size = (size, size) if isinstance(size, int) else tuple(size)
