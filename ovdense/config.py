@@ -9,6 +9,7 @@ A config is the segmenter's constructor, one section per stage (see ``configs/``
     text_encoder = dict(templates='openai80')
     refiners = [dict(type='pamr', steps=10, dilations=(8, 16))]
     decode = dict(logit_scale=40.0, background_threshold=0.0, renormalize=True)
+    select_classes = dict(type='presence')                           # optional, off when absent
     runtime = dict(batch_size=16)                                    # OVSegmenter's own options
     classes = dict(names='../names/cls_voc21.txt', background='first')  # relative to the config
     dataset_type = 'voc21'                                           # optional, for evaluation
@@ -108,7 +109,8 @@ def _plain(value: Any) -> Any:
 
 
 #: Config sections, one per stage: each is the keyword arguments of that stage's constructor.
-STAGE_SECTIONS = ("backbone", "head", "preprocess", "windows", "features", "refiners", "decode", "text_encoder")
+STAGE_SECTIONS = ("backbone", "head", "preprocess", "windows", "features", "refiners", "decode", "text_encoder",
+                  "select_classes")
 #: OVSegmenter's own options, given in the ``runtime`` section (or at the top level).
 RUNTIME_OPTIONS = ("batch_size", "max_chunk_mb", "refine_at", "compile", "device", "dtype")
 

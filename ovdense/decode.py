@@ -12,7 +12,9 @@ of pixels, so the segmenter can decode a full-resolution image band by band:
    probability 0;
 3. :meth:`Decoder.labels`: argmax; pixels whose max probability is below
    ``background_threshold`` become the background class 0 when the vocabulary has one,
-   else :data:`~ovdense.structures.UNLABELLED`;
+   else :data:`~ovdense.structures.UNLABELLED`; then the rules on the whole label map
+   (:class:`~ovdense.rules.base.LabelRule`, e.g. CorrCLIP's ``region_mode``), once per image
+   (:meth:`Decoder.relabel`);
 4. :meth:`Decoder.scores`: ``renormalize`` (NACLIP) divides the returned probabilities by
    their sum over classes, after the labels are decided.
 
@@ -28,6 +30,7 @@ from typing import Any, Optional, Sequence, Tuple
 import torch
 
 from .registry import DECODE_RULES, build
+from .rules.base import LabelRule
 from .structures import UNLABELLED, ContextBand
 from .text.vocabulary import Vocabulary
 
@@ -71,6 +74,16 @@ class Decoder:
             raise ValueError(f"decode: area_threshold must lie in [0, 1) or be None, got {self.area_threshold}")
 
     @property
+    def pixel_rules(self) -> Tuple[Any, ...]:
+        """The rules on probabilities, pixel by pixel (run band by band)."""
+        return tuple(rule for rule in self.rules if not isinstance(rule, LabelRule))
+
+    @property
+    def label_rules(self) -> Tuple[LabelRule, ...]:
+        """The rules on the whole label map (run once, after the labels; see :class:`LabelRule`)."""
+        return tuple(rule for rule in self.rules if isinstance(rule, LabelRule))
+
+    @property
     def requires(self) -> Tuple[str, ...]:
         """Provider outputs and head extras the rules read."""
         return tuple(sorted({name for rule in self.rules for name in rule.requires}))
@@ -81,10 +94,10 @@ class Decoder:
         applied (they need the ``band`` of the image's context and the ``vocabulary``)."""
         probs = torch.softmax(logits.float() * self.logit_scale, dim=0)
         probs = synonym_max(probs, query_to_class, num_classes)
-        if self.rules:
+        if self.pixel_rules:
             if band is None or vocabulary is None:
                 raise ValueError("decoder rules need the band of the image's context and the vocabulary")
-            for rule in self.rules:
+            for rule in self.pixel_rules:
                 probs = rule(probs, band, vocabulary)
         return probs
 
@@ -118,6 +131,23 @@ class Decoder:
         else:
             labels = labels.masked_fill(low | (max_prob <= 0), UNLABELLED)
         return probs, labels
+
+    @property
+    def label_rules_need_scores(self) -> bool:
+        """A label rule reads (and may change) the whole image's probabilities."""
+        return any(rule.needs_scores for rule in self.label_rules)
+
+    def relabel(self, labels: torch.Tensor, context: Any, vocabulary: Vocabulary,
+                scores: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(labels [H, W], scores [C, H, W] or None)`` of the whole image after the label rules
+        (unchanged without any); ``scores`` are the returned probabilities, given to the rules
+        that set ``needs_scores``."""
+        for rule in self.label_rules:
+            if rule.needs_scores:
+                labels, scores = rule(labels, context, vocabulary, scores)
+            else:
+                labels = rule(labels, context, vocabulary)
+        return labels, scores
 
     def scores(self, probs: torch.Tensor) -> torch.Tensor:
         """The returned probabilities: renormalised over classes when ``renormalize``."""

@@ -36,12 +36,12 @@ import torch.nn.functional as F
 from .backbones.clip import CLIPBackbone
 from .decode import Decoder
 from .heads import Head, build_head
-from .io.images import ImageInput, load_image
+from .io.images import ImageInput, LoadedImage, image_path, load_image
 from .io.sources import iter_images
 from .ops.bilinear import resize_rows
 from .ops.windows import SlidingWindows, crop_windows
 from .preprocess import Preprocessor
-from .registry import FEATURES, REFINERS, build, names
+from .registry import CLASS_SELECTORS, FEATURES, REFINERS, build, names
 from .runtime import resolve_device, resolve_dtype, synchronize
 from .structures import DenseFeatures, EncodedVocabulary, ImageContext, SegmentationResult
 from .text import TextEmbedder, Vocabulary, build_vocabulary
@@ -101,6 +101,10 @@ class OVSegmenter:
         refiners: list of refiner specs run in order (``dict(type="pamr", steps=10)``).
         decode: :class:`~ovdense.decode.Decoder` kwargs (``logit_scale``,
             ``background_threshold``, ``area_threshold``, ``renormalize``, ``rules``).
+        select_classes: per-image class selection, off by default (None): a
+            ``dict(type=name, ...)`` of ``ovdense.registry.CLASS_SELECTORS`` (``presence``) or a
+            built selector; once per image it keeps the classes the image plausibly contains
+            (:mod:`ovdense.select`), the others get probability 0 before decoding.
         text_encoder: :class:`~ovdense.text.TextEmbedder` kwargs (``templates``, ``cache_dir``:
             default ``~/.cache/ovdense``, ``""`` keeps embeddings in memory only).
         batch_size: windows per forward pass (windows of several images share batches).
@@ -129,6 +133,7 @@ class OVSegmenter:
         features: Optional[Mapping[str, Any]] = None,
         refiners: Sequence[Any] = (),
         decode: Union[Mapping[str, Any], Decoder, None] = None,
+        select_classes: Optional[Any] = None,
         text_encoder: Optional[Mapping[str, Any]] = None,
         batch_size: int = 16,
         max_chunk_mb: float = 512,
@@ -152,11 +157,13 @@ class OVSegmenter:
         self.preprocessor: Preprocessor = _section(preprocess, Preprocessor, "preprocess").with_weights(backbone.model)
         self.windows: SlidingWindows = _section(windows, SlidingWindows, "windows")
         self.decoder: Decoder = _section(decode, Decoder, "decode")
+        # per-image class selection (None = off): a CLASS_SELECTORS spec or a built selector
+        self.class_selector = None if select_classes is None else build(CLASS_SELECTORS, select_classes)
         self.features = nn.ModuleDict({name: build(FEATURES, spec) for name, spec in (features or {}).items()})
         self.features.to(self.device).eval()
         self.refiners = nn.ModuleList([build(REFINERS, spec) for spec in refiners]).to(self.device).eval()
         self._check_requirements(self.head)
-        self._check_requirements(*self.refiners, self.decoder)
+        self._check_requirements(*self.refiners, self.decoder, *self.features.values())
         if refine_at not in REFINE_AT:
             raise ValueError(f"refine_at must be one of {REFINE_AT}, got {refine_at!r}")
         self.refine_at = refine_at
@@ -182,17 +189,31 @@ class OVSegmenter:
         stages may also name the head's extras, which exist only once the head ran)."""
         for stage in stages:
             is_head = isinstance(stage, Head)
-            missing = [n for n in getattr(stage, "requires", ()) if n not in self.features
+            wanted = (*getattr(stage, "requires", ()), *getattr(stage, "context_requires", ()))
+            missing = [n for n in wanted if n not in self.features
                        and not (not is_head and n in getattr(self.head, "extras", ()))]
             if missing:
                 raise ValueError(f"{type(stage).__name__} needs the feature provider(s) {missing}: "
                                  f"add features=dict({missing[0]}=dict(type=...)) (available types: "
                                  f"{', '.join(names(FEATURES)) or 'none'})")
-            if is_head:
-                per_image = [n for n in stage.requires if getattr(self.features[n], "scope", "window") != "window"]
-                if per_image:
-                    raise ValueError(f"head {type(stage).__name__} reads per-image provider(s) {per_image}; heads run "
-                                     f"per window batch and can read only window-scope providers")
+
+    def _head_image_requires(self, *heads: Any) -> List[str]:
+        """Image-scope providers the heads read: run once per image on the whole input, then
+        cropped to the windows (:meth:`_image_map_windows`)."""
+        wanted = {n for head in heads for n in getattr(head, "requires", ()) if n in self.features}
+        return sorted(n for n in wanted if getattr(self.features[n], "scope", "window") != "window")
+
+    def _image_map_windows(self, context: ImageContext, name: str) -> torch.Tensor:
+        """Image-scope map ``name`` cut into the context's windows ``[n, C, h, w]``: resized to
+        the canvas (the provider's ``canvas_interpolation``, ``"bilinear"`` by default; region
+        maps say ``"nearest"``) and padded with its ``pad_value`` (0 by default) as the windows are."""
+        provider = self.features[name]
+        full = context.feature_map(name).float()
+        mode = getattr(provider, "canvas_interpolation", "bilinear")
+        if tuple(full.shape[-2:]) != tuple(context.resized_size):
+            extra = {} if mode == "nearest" else {"align_corners": False}
+            full = F.interpolate(full, size=tuple(context.resized_size), mode=mode, **extra)
+        return crop_windows(full[0], context.boxes, context.pad, float(getattr(provider, "pad_value", 0.0)))
 
     def _window_requires(self, *stages: Any) -> List[str]:
         """Window-scope providers the stages need (run during encoding, once per window batch)."""
@@ -312,7 +333,8 @@ class OVSegmenter:
 
     def _window_forward(self, crops: torch.Tensor, aux: Mapping[str, torch.Tensor]) -> DenseFeatures:
         """CLIP prefix + head on normalised crops ``[B, 3, H, W]``."""
-        return self.head(self.backbone.prefix(crops, taps=self.head.taps), self.backbone, aux)
+        view = self.backbone.prefix(crops, taps=self.head.taps, keep_inputs=self.head.keeps_block_inputs)
+        return self.head(view, self.backbone, aux)
 
     @torch.no_grad()
     def dense_features(self, crops: torch.Tensor, raw: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -348,12 +370,13 @@ class OVSegmenter:
         loaded = []
         for image in images:
             t0 = time.perf_counter()
-            path = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
+            path = image_path(image)
             rgb = load_image(image, bgr=bgr)
             raw, normalised = self.preprocessor(rgb, self.device, path or "image")
             loaded.append((normalised, raw, rgb, path, (time.perf_counter() - t0) * 1e3))
         feats = self.encode_normalized([n for n, *_ in loaded], [r.shape[:2] for _, _, r, *_ in loaded],
-                                       heads=heads, raw=[r for _, r, *_ in loaded], requires=requires)
+                                       heads=heads, raw=[r for _, r, *_ in loaded], requires=requires,
+                                       originals=[(rgb, path) for _, _, rgb, path, _ in loaded])
         for f, (_, _, rgb, path, load_ms) in zip(feats, loaded):
             for one in (f.values() if isinstance(f, dict) else [f]):
                 one.image, one.path = rgb, path
@@ -369,11 +392,15 @@ class OVSegmenter:
                           original_sizes: Optional[Sequence[Tuple[int, int]]] = None,
                           heads: Optional[Mapping[str, Head]] = None,
                           raw: Optional[Sequence[torch.Tensor]] = None,
-                          requires: Sequence[str] = ()) -> List[Any]:
+                          requires: Sequence[str] = (),
+                          originals: Optional[Sequence[Tuple[Optional[np.ndarray], Optional[str]]]] = None
+                          ) -> List[Any]:
         """Contexts of already resized and normalised images ``[3, H, W]``.
 
         ``original_sizes`` are the sizes results are returned at (default: the input size).
         ``raw``: the same images as uint8 ``[3, H, W]``, needed by stages that read providers.
+        ``originals``: per image, the uint8 RGB input ``(H, W, 3)`` and its path (either may be
+        None), kept in the contexts; image-scope providers that a head reads run on them.
         With ``heads`` (name -> Head) every image gives a dict name -> ImageContext, the
         CLIP prefix and the auxiliary features shared by the heads.
         """
@@ -385,12 +412,23 @@ class OVSegmenter:
         if unknown:
             raise ValueError(f"no feature provider named {unknown}; configured: {sorted(self.features)}")
         stages = (*head_map.values(), *self.refiners, self.decoder, _Requires(tuple(requires)))
-        plans = []
+        providers = self._image_providers()
+        head_image = self._head_image_requires(*head_map.values())
+        originals = list(originals) if originals is not None else [(None, None)] * len(images)
+        plans, early = [], []
         for i, x in enumerate(images):
             x = x.to(self.device, torch.float32)
             boxes, pad = self.windows.plan(tuple(x.shape[-2:]))
             windows_raw = crop_windows(raw[i].to(self.device), boxes, pad) if raw is not None else None
             plans.append((x, boxes, pad, crop_windows(x, boxes, pad), windows_raw))
+            # a context before the windows run, for image-scope maps the head reads; the
+            # final context inherits what it computed (and any value it shared, e.g. SAM's)
+            ctx = ImageContext(
+                features=x.new_empty(0), boxes=boxes, pad=pad, resized_size=tuple(x.shape[-2:]),
+                original_size=tuple(int(v) for v in original_sizes[i]), whole=self.windows.whole, guide=x,
+                resized_image=raw[i].to(self.device) if raw is not None else None,
+                image=originals[i][0], path=originals[i][1], providers=providers)
+            early.append((ctx, {name: self._image_map_windows(ctx, name) for name in head_image}))
 
         # windows of equal shape from all images run together, `batch_size` at a time
         outputs: List[Dict[Any, List[DenseFeatures]]] = [{name: [] for name in head_map} for _ in plans]
@@ -406,11 +444,15 @@ class OVSegmenter:
                 batch = torch.stack([plans[i][3][j] for i, j in chunk])
                 batch_raw = torch.stack([plans[i][4][j] for i, j in chunk]) if raw is not None else None
                 aux = self._aux(batch_raw, *stages)
+                window_aux = dict(aux)
+                for name in head_image:
+                    window_aux[name] = torch.stack([early[i][1][name][j] for i, j in chunk])
                 if heads is None:
-                    per_head = {None: self._forward(batch, aux)}
+                    per_head = {None: self._forward(batch, window_aux)}
                 else:
-                    view = self.backbone.prefix(batch, taps=sorted({t for h in head_map.values() for t in h.taps}))
-                    per_head = {name: head(view, self.backbone, aux) for name, head in head_map.items()}
+                    view = self.backbone.prefix(batch, taps=sorted({t for h in head_map.values() for t in h.taps}),
+                                                keep_inputs=any(h.keeps_block_inputs for h in head_map.values()))
+                    per_head = {name: head(view, self.backbone, window_aux) for name, head in head_map.items()}
                 for name, dense in per_head.items():
                     for k, (i, _) in enumerate(chunk):
                         outputs[i][name].append(dense[k])
@@ -418,10 +460,10 @@ class OVSegmenter:
                     aux_out[i].append({n: t[k:k + 1] for n, t in aux.items()})
         synchronize(self.device)
         per_image_ms = (time.perf_counter() - t0) * 1e3 / max(len(plans), 1)
-        providers = self._image_providers()
         results = []
         for k, ((x, boxes, pad, _, _), feats, aux_parts, size) in enumerate(zip(plans, outputs, aux_out,
                                                                                 original_sizes)):
+            first = early[k][0]
             aux = {n: torch.cat([p[n] for p in aux_parts]) for n in (aux_parts[0] if aux_parts else {})}
             made = {}
             for name, parts in feats.items():
@@ -429,9 +471,15 @@ class OVSegmenter:
                 made[name] = ImageContext(
                     features=dense.features, boxes=boxes, pad=pad, resized_size=tuple(x.shape[-2:]),
                     original_size=(int(size[0]), int(size[1])), whole=self.windows.whole, guide=x,
-                    extras=dense.extras, aux=aux, resized_image=raw[k].to(self.device) if raw is not None else None,
+                    extras=dense.extras, aux=aux, resized_image=first.resized_image, image=first.image,
+                    path=first.path, image_level=first.image_level, _shared=first._shared,
                     timings={"features": per_image_ms}, providers=providers,
                     window_scorer=self._window_scorer(self.head if name is None else heads[name]))
+            for name, context in made.items():
+                head = self.head if name is None else heads[name]
+                finish = getattr(head, "finish_context", None)
+                if finish is not None:  # heads that work on the whole image once its windows ran (Trident)
+                    finish(context, self.backbone)
             results.append(made[None] if heads is None else made)
         return results
 
@@ -566,7 +614,9 @@ class OVSegmenter:
 
     def _predict_batch(self, batch: List[Tuple[Any, Optional[str]]], encoded: EncodedVocabulary,
                        predict_kwargs: Dict[str, Any]) -> List[SegmentationResult]:
-        results = self.predict([image for image, _ in batch], vocabulary=encoded, **predict_kwargs)
+        images = [image if path is None or not isinstance(image, np.ndarray) else LoadedImage(image, path)
+                  for image, path in batch]  # the path stays known to stages that read side files
+        results = self.predict(images, vocabulary=encoded, **predict_kwargs)
         for result, (_, path) in zip(results, batch):
             result.path = path
         return results
@@ -676,6 +726,11 @@ class OVSegmenter:
         t0 = time.perf_counter()
         source = self.canvas_logits(feats, encoded, head)
         timings["logits"] += (time.perf_counter() - t0) * 1e3
+        selected = None  # select_classes: [C] 0/1 weights from the whole image's logits before refiners
+        if self.class_selector is not None:
+            t0 = time.perf_counter()
+            selected = self.class_selector(feats, source, encoded, self.backbone).to(self.device, torch.float32)
+            timings["select"] = (time.perf_counter() - t0) * 1e3
         refiners: Sequence[Any] = self.refiners
         if len(refiners) and self.refine_at == "model":
             t0 = time.perf_counter()
@@ -712,12 +767,16 @@ class OVSegmenter:
             areas = torch.zeros(num_classes, dtype=torch.long, device=self.device)
             for r0, r1 in bands:
                 probs = band_probs(r0, r1)
-                areas += torch.bincount(probs.argmax(dim=0).flatten(), minlength=num_classes)
+                weighted = probs if selected is None else probs * selected.view(-1, 1, 1)  # areas of the kept
+                areas += torch.bincount(weighted.argmax(dim=0).flatten(), minlength=num_classes)
                 if len(bands) == 1:
                     kept[(r0, r1)] = probs
             keep = self.decoder.area_keep(areas, vocab.has_background)
+        if selected is not None:
+            keep = selected if keep is None else keep * selected
         label_map = np.empty((height, width), dtype=np.int64)
-        scores = np.empty((num_classes, height, width), dtype=np.float32) if return_scores else None
+        keep_scores = return_scores or self.decoder.label_rules_need_scores  # e.g. Trident's SAM refinement
+        scores = np.empty((num_classes, height, width), dtype=np.float32) if keep_scores else None
         for r0, r1 in bands:
             probs = band_probs(r0, r1)
             t = time.perf_counter()
@@ -728,6 +787,16 @@ class OVSegmenter:
             timings["decode"] += (time.perf_counter() - t) * 1e3
             if progress is not None:
                 progress(r1, height)
+        if self.decoder.label_rules:
+            t = time.perf_counter()
+            given = None if scores is None else torch.from_numpy(scores).to(self.device)
+            labels, given = self.decoder.relabel(torch.from_numpy(label_map).to(self.device), feats, vocab, given)
+            label_map = labels.cpu().numpy().astype(np.int64)
+            if return_scores and given is not None:
+                scores = given.cpu().numpy().astype(np.float32)
+            timings["decode"] += (time.perf_counter() - t) * 1e3
+        if not return_scores:
+            scores = None
         return SegmentationResult(label_map=label_map, class_names=list(vocab.class_names),
                                   has_background=vocab.has_background, scores=scores, path=feats.path,
                                   timings=timings)

@@ -62,6 +62,11 @@ class Preprocessor:
             size. None (default) follows the weights (:meth:`with_weights`); a smaller
             image (e.g. 10x200 with ``short_side=None``) is refused with a ValueError
             naming it, never passed on to fail inside the patch embedding.
+        multiple_of: after the resize, fit the image to multiples of this (Trident's
+            ``preprocess_image``, see :func:`fit_size`): the *normalised* image is resized
+            bilinearly (torch, unrounded, as the official code), the uint8 one the same way and
+            rounded. 0 (default): no second resize.
+        min_fit: the smallest side of that fit (Trident: the window crop, 336).
     """
 
     short_side: Optional[int] = 336
@@ -69,6 +74,8 @@ class Preprocessor:
     mean: Optional[Sequence[float]] = None
     std: Optional[Sequence[float]] = None
     min_side: Optional[int] = None
+    multiple_of: int = 0
+    min_fit: int = 0
 
     def __post_init__(self) -> None:
         if self.short_side is not None and self.image_scale is not None:
@@ -141,4 +148,25 @@ class Preprocessor:
         """``(uint8 [3, H', W'], normalised float32 [3, H', W'])`` of a uint8 RGB image, on ``device``
         (``name`` says which image in error messages)."""
         raw = torch.from_numpy(np.ascontiguousarray(self.resize(image, name))).to(device).permute(2, 0, 1)
-        return raw, self.normalise(raw)
+        size = fit_size(int(raw.shape[-2]), int(raw.shape[-1]), int(self.multiple_of), int(self.min_fit))
+        if size == tuple(raw.shape[-2:]):
+            return raw, self.normalise(raw)
+        import torch.nn.functional as F
+
+        normalised = F.interpolate(self.normalise(raw)[None], size=size, mode="bilinear", align_corners=False)[0]
+        fitted = F.interpolate(raw[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+        return fitted.round_().clamp_(0, 255).to(torch.uint8), normalised
+
+
+def fit_size(height: int, width: int, multiple: int, min_fit: int = 0) -> Tuple[int, int]:
+    """Trident's ``preprocess_image`` size: unchanged when both sides are multiples of ``multiple``
+    (or ``multiple`` is 0); else the long side goes up to the next multiple, the short one scales
+    with it (truncated) and goes up to the next multiple, and each side is at least ``min_fit``."""
+    if multiple <= 0 or (height % multiple == 0 and width % multiple == 0):
+        return height, width
+    longer = max(height, width)
+    dst = longer if longer % multiple == 0 else (longer // multiple + 1) * multiple
+    nh, nw = int(height * dst / longer), int(width * dst / longer)
+    nh = nh if nh % multiple == 0 else (nh // multiple + 1) * multiple
+    nw = nw if nw % multiple == 0 else (nw // multiple + 1) * multiple
+    return max(nh, min_fit), max(nw, min_fit)

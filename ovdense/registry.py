@@ -4,23 +4,24 @@ Every pluggable stage is a class registered under a short name and built from a 
 section ``dict(type=name, **kwargs)``; the keyword arguments go to the class's
 constructor, so an unknown key fails there (``TypeError`` naming the class and the key).
 
-================  ===============================  ==============================================
-registry          what it holds                    built from
-================  ===============================  ==============================================
-``HEADS``         dense heads (last CLIP block)    ``head=dict(type='naclip', ...)``
-``FEATURES``      auxiliary feature providers      ``features=dict(dino=dict(type=...))``
-``REFINERS``      logit refiners                   ``refiners=[dict(type='pamr', ...)]``
-``DECODE_RULES``  per-pixel decoder rules          ``decode=dict(rules=[dict(type=...)])``
-``PROPOSALS``     region / instance sources        ``Detector(seg, proposals=dict(type=...))``
-``SCORERS``       region scorers (text vs region)  ``Detector(seg, scorer=dict(type=...))``
-================  ===============================  ==============================================
+===================  ===============================  ===========================================
+registry             what it holds                    built from
+===================  ===============================  ===========================================
+``HEADS``            dense heads (last CLIP block)    ``head=dict(type='naclip', ...)``
+``FEATURES``         auxiliary feature providers      ``features=dict(dino=dict(type=...))``
+``REFINERS``         logit refiners                   ``refiners=[dict(type='pamr', ...)]``
+``DECODE_RULES``     decoder rules (pixels, labels)   ``decode=dict(rules=[dict(type=...)])``
+``PROPOSALS``        region / instance sources        ``Detector(seg, proposals=dict(type=...))``
+``SCORERS``          region scorers (text vs region)  ``Detector(seg, scorer=dict(type=...))``
+``CLASS_SELECTORS``  per-image class subsets          ``select_classes=dict(type='presence')``
+===================  ===============================  ===========================================
 
 Each registry knows the package that holds its entries (``locations``), so looking a name
 up imports that package first: adding an entry is one file plus its ``@X.register_module``
 line.
 
 The registries hang under mmengine's root ``MODELS`` as mmseg's do: :data:`MODELS` is
-ovdense's node there (scope ``ovdense``) and the six kind registries are its children. A
+ovdense's node there (scope ``ovdense``) and the seven kind registries are its children. A
 name is unique across the kinds, so mmengine's ``MODELS.build(dict(type='ovdense.pamr'))``
 (or ``type='pamr'`` under ``default_scope='ovdense'``, as a ``Runner`` config sets it)
 builds the same class as ``build(REFINERS, 'pamr')``.
@@ -60,8 +61,9 @@ REFINERS = Registry("refiner", parent=MODELS, scope="ovdense_refiners", location
 DECODE_RULES = Registry("decode rule", parent=MODELS, scope="ovdense_rules", locations=["ovdense.rules"])
 PROPOSALS = Registry("proposal source", parent=MODELS, scope="ovdense_proposals", locations=["ovdense.proposals"])
 SCORERS = Registry("region scorer", parent=MODELS, scope="ovdense_scorers", locations=["ovdense.scorers"])
+CLASS_SELECTORS = Registry("class selector", parent=MODELS, scope="ovdense_select", locations=["ovdense.select"])
 
-ALL_REGISTRIES = (HEADS, FEATURES, REFINERS, DECODE_RULES, PROPOSALS, SCORERS)
+ALL_REGISTRIES = (HEADS, FEATURES, REFINERS, DECODE_RULES, PROPOSALS, SCORERS, CLASS_SELECTORS)
 
 
 def names(registry: Registry) -> List[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import ovdense
 from ovdense.config import load_config, resolve_names_path, segmenter_kwargs
@@ -16,8 +17,11 @@ from ovdense.text.vocabulary import read_name_file
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 TINY_CLIP = REPO / "tests" / "fixtures" / "goldens" / "tiny_openai_clip.pt"
+TINY_SAM = REPO / "tests" / "fixtures" / "synth_sam" / "model.json"
 
-HEADS = ("maskclip", "sclip", "clearclip", "naclip", "vanilla", "proxyclip", "cass")
+HEADS = ("maskclip", "sclip", "clearclip", "naclip", "vanilla", "proxyclip", "cass", "trident", "corrclip")
+#: Config folders of a head under another CLIP than OpenAI ViT-B/16: folder -> (clip_model, pretrained).
+OTHER_CLIP = {"corrclip_metaclip": ("ViT-B-16-quickgelu", "metaclip_fullcc")}
 NUM_CLASSES = {"voc21": 21, "voc20": 20, "context60": 60, "context59": 59, "coco_object": 81,
                "coco_stuff164k": 171, "cityscapes": 19, "ade20k": 150}
 WITH_BACKGROUND = {"voc21", "context60", "coco_object"}
@@ -42,7 +46,10 @@ def _tiny_features(features):
     (and the same ``pos_interp``, ``output``, ``denorm``, ``square_input``), built from random weights."""
     out = {}
     for name, spec in (features or {}).items():
-        if spec["type"] == "sam":  # the synthetic config's tiny SAM fixture is already tiny
+        if spec["type"] == "sam":  # the synthetic config's tiny SAM fixture is already tiny; others become it
+            out[name] = spec if "model_config" in spec else dict(type="sam", model_config=str(TINY_SAM))
+            continue
+        if spec["type"] == "regions":  # region maps are read lazily, per image
             out[name] = spec
             continue
         assert spec["type"] == "timm_vit", f"no tiny stand-in for provider type {spec['type']!r}"
@@ -107,7 +114,8 @@ def test_leaf_config(path):
     assert path.stem.startswith(head + "_")
     head_type = kwargs["head"]["type"] if isinstance(kwargs["head"], dict) else kwargs["head"]
     assert head_type in ovdense.list_heads()
-    assert kwargs["backbone"]["clip_model"] == "ViT-B-16" and kwargs["backbone"]["pretrained"] == "openai"
+    clip = (kwargs["backbone"]["clip_model"], kwargs["backbone"]["pretrained"])
+    assert clip == OTHER_CLIP.get(head, ("ViT-B-16", "openai")), clip
 
     dataset = cfg.get("dataset_type")
     assert path.stem == f"{head}_{dataset}" and dataset in NUM_CLASSES
@@ -141,18 +149,27 @@ def tiny_backbone():
 
 
 @pytest.mark.parametrize("head", HEADS)
-def test_build_and_predict_per_head(head, tiny_backbone):
+def test_build_and_predict_per_head(head, tiny_backbone, tmp_path):
     # VOC21 exercises background + synonyms (+ area rule, PAMR, whole image, padding per head).
     path = CONFIGS / head / f"{head}_voc21.py"
     cfg = load_config(path)
-    seg = ovdense.OVSegmenter(**_tiny_kwargs(cfg), backbone=tiny_backbone, device="cpu")
+    kwargs = _tiny_kwargs(cfg)
+    image = np.zeros((60, 80, 3), np.uint8)
+    if "regions" in kwargs.get("features", {}):  # CorrCLIP: a region map file next to the image
+        kwargs["features"]["regions"] = dict(kwargs["features"]["regions"], directory=str(tmp_path))
+        regions = np.zeros((60, 80), np.int32)
+        regions[10:40, 20:60], regions[45:, :30] = 3, 5
+        np.savez(tmp_path / "image.npz", instance_mask=regions)
+        Image.fromarray(image).save(tmp_path / "image.png")
+        image = tmp_path / "image.png"
+    seg = ovdense.OVSegmenter(**kwargs, backbone=tiny_backbone, device="cpu")
     names = resolve_names_path(cfg["classes"]["names"], cfg)
     bg = cfg["classes"]["background"]
     q = ovdense.build_vocabulary(names, bg).num_queries
     torch.manual_seed(0)
     seg.set_classes(names, background=bg, embeddings=torch.randn(q, tiny_backbone.embed_dim))
     assert seg.vocabulary.num_classes == 21
-    res = seg.predict(np.zeros((60, 80, 3), np.uint8))
+    res = seg.predict(image)
     label = np.asarray(res.label_map)
     assert label.shape == (60, 80)
     assert label.min() >= 0 and label.max() < 21
@@ -206,7 +223,8 @@ def test_mean_and_std_follow_the_weights(tiny_backbone):
 OFFICIAL_REPOS = {"maskclip": "https://github.com/chongzhou96/MaskCLIP", "sclip": "https://github.com/wangf3014/SCLIP",
                   "clearclip": "https://github.com/mc-lan/ClearCLIP", "naclip": "https://github.com/sinahmr/NACLIP",
                   "vanilla": "https://github.com/wangf3014/SCLIP", "proxyclip": "https://github.com/mc-lan/ProxyCLIP",
-                  "cass": "https://github.com/MICV-yonsei/CASS"}
+                  "cass": "https://github.com/MICV-yonsei/CASS", "trident": "https://github.com/YuHengsss/Trident",
+                  "corrclip": "https://github.com/zdk258/CorrCLIP", "corrclip_metaclip": "https://github.com/zdk258/CorrCLIP"}
 
 
 def test_configs_refer_to_nothing_outside_the_repository():
@@ -232,7 +250,8 @@ def test_every_config_names_its_paper_and_official_repository(path):
         header.append(line)
     header = "\n".join(header)
     assert OFFICIAL_REPOS[head] in header, _rel(path)
-    assert any(venue in header for venue in ("ECCV 2022", "ECCV 2024", "WACV 2025", "CVPR 2025")), _rel(path)
+    venues = ("ECCV 2022", "ECCV 2024", "WACV 2025", "CVPR 2025", "ICCV 2025")
+    assert any(venue in header for venue in venues), _rel(path)
 
 
 PROXYCLIP_THRESHOLDS = {"voc21": 0.2, "context60": 0.15, "coco_object": 0.25}
@@ -338,3 +357,62 @@ def test_cass_configs_follow_the_official_protocol(dataset):
     assert kw["text_encoder"]["templates"] == "openai80" and kw["refiners"] == []
     assert kw["decode"] == dict(logit_scale=40.0, background_threshold=CASS_THRESHOLDS.get(dataset, 0.0),
                                 area_threshold=None, renormalize=False)
+
+
+#: YuHengsss/Trident configs/cfg_*.py: (short side, prob_thd, head overrides, window stride).
+TRIDENT = {"voc21": (448, 0.2, {}, 224), "context60": (576, 0.15, {}, 224), "coco_object": (448, 0.25, {}, 224),
+           "voc20": (336, 0.0, dict(cos_fac=0.0), 112), "context59": (576, 0.0, {}, 224),
+           "coco_stuff164k": (448, 0.0, {}, 224),
+           "cityscapes": (688, 0.0, dict(cos_fac=3.0, refine_neg_cos=False, split_halves=True), 224),
+           "ade20k": (576, 0.0, dict(refine_neg_cos=False), 224)}
+
+
+@pytest.mark.parametrize("dataset", sorted(NUM_CLASSES))
+def test_trident_configs_follow_the_official_protocol(dataset):
+    """YuHengsss/Trident configs/cfg_*.py + configs/base_config.py + trident.py defaults: DINO ViT-B/16
+    (official position interpolation) and SAM ViT-B, window 336 / stride 224 (VOC20 112), the
+    mmseg short side then preprocess_image's fit to multiples of 16 (at least 336), scale 40,
+    prob_thd as the background threshold, per-dataset cos_fac / refine_neg_cos, Cityscapes halves, then
+    the official --sam_refine (README's evaluation) as the decoder rule trident_sam_refine."""
+    cfg = load_config(CONFIGS / "trident" / f"trident_{dataset}.py")
+    kw = segmenter_kwargs(cfg)
+    short, thd, head, stride = TRIDENT[dataset]
+    assert kw["head"] == {**dict(type="trident", beta=1.2, gamma=3.0, cos_fac=1.2, refine_neg_cos=True), **head}
+    assert kw["features"]["dino"] == dict(type="timm_vit", model_name="vit_base_patch16_224.dino",
+                                          weights="checkpoints/dino_vitbase16_pretrain.pth", pos_interp="dino")
+    assert kw["features"]["sam"] == dict(type="sam", model_type="vit_b", checkpoint="checkpoints/sam_vit_b_01ec64.pth")
+    assert kw["preprocess"] == dict(short_side=short, multiple_of=16, min_fit=336)
+    assert kw["windows"] == dict(crop=336, stride=stride)
+    assert kw["text_encoder"]["templates"] == "openai80" and kw["refiners"] == []
+    assert kw["decode"] == dict(logit_scale=40.0, background_threshold=thd, area_threshold=None, renormalize=False,
+                                rules=[dict(type="trident_sam_refine", sam="sam", coarse_thresh=0.10, minimal_area=225,
+                                            sam_mask_coff=0.005, sam_iou_thresh=0.9)])
+
+
+CORRCLIP_THRESHOLDS = {"voc21": 0.2, "context60": 0.15, "coco_object": 0.25}
+CORRCLIP_REGIONS = {"voc21": "voc", "voc20": "voc", "context60": "context", "context59": "context",
+                    "coco_object": "coco", "coco_stuff164k": "coco", "cityscapes": "city", "ade20k": "ade"}
+
+
+@pytest.mark.parametrize("folder", ["corrclip", "corrclip_metaclip"])
+@pytest.mark.parametrize("dataset", sorted(NUM_CLASSES))
+def test_corrclip_configs_follow_the_official_protocol(dataset, folder):
+    """zdk258/CorrCLIP CorrCLIPv1 configs/cfg_*.py + base_config.py + corrclip_segmentor.py: DINO
+    ViT-B/8 q+k (official position interpolation), the published region maps by dataset, crop
+    336 / stride 112 (Cityscapes 224 / 112) padded to 56, short side 336 (ADE20K, Cityscapes 448),
+    scale 40, prob_thd as the background threshold, then the map correction; CorrCLIP's name files."""
+    cfg = load_config(CONFIGS / folder / f"{folder}_{dataset}.py")
+    kw = segmenter_kwargs(cfg)
+    assert kw["head"] == dict(type="corrclip", dino="dino", regions="regions", tau=4.0, alpha=1.0, beta=0.5,
+                              merge_eps=0.2)
+    assert kw["features"]["dino"] == dict(type="timm_vit", model_name="vit_base_patch8_224.dino",
+                                          weights="checkpoints/dino_vitbase8_pretrain.pth", pos_interp="dino",
+                                          output="q+k")
+    assert kw["features"]["regions"] == dict(type="regions", directory=f"data/region_masks/{CORRCLIP_REGIONS[dataset]}")
+    assert kw["preprocess"]["short_side"] == (448 if dataset in ("ade20k", "cityscapes") else 336)
+    assert kw["windows"] == dict(crop=224 if dataset == "cityscapes" else 336, stride=112, pad_to=56)
+    assert kw["text_encoder"]["templates"] == "openai80" and kw["refiners"] == []
+    assert kw["decode"] == dict(logit_scale=40.0, background_threshold=CORRCLIP_THRESHOLDS.get(dataset, 0.0),
+                                area_threshold=None, renormalize=False,
+                                rules=[dict(type="region_mode", regions="regions")])
+    assert cfg["classes"]["names"].endswith("_corrclip.txt")

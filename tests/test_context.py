@@ -7,6 +7,7 @@ import torch
 
 import ovdense
 from ovdense.features.base import FeatureProvider
+from ovdense.heads.maskclip import MaskCLIPHead
 from ovdense.ops.bilinear import resize_rows
 from ovdense.structures import ContextBand, Detections
 from test_contracts import tiny_segmenter
@@ -49,10 +50,45 @@ def test_image_scope_provider_runs_once_on_the_whole_image_and_is_shared(tiny_ba
     expected = torch.nn.functional.avg_pool2d(torch.from_numpy(image).permute(2, 0, 1)[None].float(), 8,
                                               ceil_mode=True)[0]
     torch.testing.assert_close(ctx.canvas("cells"), expected)
-    with pytest.raises(ValueError, match="window-scope"):
-        class _Head(ovdense.Head):
-            requires = ("cells",)
-        tiny_segmenter(tiny_backbone, head=_Head(), features=dict(cells=_CountingImageProvider()))
+
+
+class _NearestCells(_CountingImageProvider):
+    """Region-map-like: resized to the canvas by nearest neighbour, windows padded with -1."""
+
+    canvas_interpolation = "nearest"
+    pad_value = -1.0
+
+
+def test_a_head_reads_an_image_scope_map_cut_into_its_windows(tiny_backbone):
+    """A head may require an image-scope provider: it runs once on the whole input image before
+    the windows, is resized to the canvas the provider's way, cut into the windows with the
+    provider's padding, and handed to the head as ``aux``; later stages share the same run."""
+    seen = []
+
+    class _Head(MaskCLIPHead):
+        requires = ("cells",)
+
+        def forward(self, view, backbone, aux=None):
+            seen.append(aux["cells"].clone())
+            return super().forward(view, backbone, aux)
+
+    provider = _NearestCells()
+    seg = tiny_segmenter(tiny_backbone, head=_Head(), features=dict(cells=provider), refiners=[_ReadsCells()],
+                         preprocess=dict(short_side=40), windows=dict(crop=32, stride=24, pad_to=48))
+    image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    ctx = seg.encode_image(image)
+    assert provider.runs == [(1, 3, 50, 70)]         # the input image, before any window ran
+    seg.predict(ctx)
+    assert provider.runs == [(1, 3, 50, 70)]         # the refiner reads the same run
+    full = torch.nn.functional.avg_pool2d(torch.from_numpy(image).permute(2, 0, 1)[None].float(), 8, ceil_mode=True)
+    canvas = torch.nn.functional.interpolate(full, size=ctx.resized_size, mode="nearest")[0]
+    got = torch.cat(seen)
+    assert got.shape[0] == len(ctx.boxes) and got.shape[-2:] == ctx.window_size
+    left, right, top, bottom = ctx.pad
+    assert any(ctx.pad) and bool((got[:, :, :top] == -1).all()) and bool((got[:, :, :, :left] == -1).all())
+    for window, (y1, y2, x1, x2) in zip(got, ctx.boxes):
+        torch.testing.assert_close(window[:, top:top + y2 - y1, left:left + x2 - x1], canvas[:, y1:y2, x1:x2])
+    assert "cells" not in ctx.aux                    # the canvas map is the image-scope one, not stitched windows
 
 
 def test_missing_provider_for_a_refiner_is_refused(tiny_backbone):

@@ -32,6 +32,8 @@ TINY = {
     "feature_affinity": dict(steps=3, dilations=(1, 3), chunk=20),
     "sam_automatic": dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0),
     "sam_vote": dict(masks=dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)),
+    # small regions and a low IoU threshold: SAM is prompted, some prompts kept, some failed
+    "trident_sam_refine": dict(minimal_area=4, sam_iou_thresh=0.65),
 }
 #: Entries that need an optional package: skipped without it, and in the slow set (SAM 2's
 #: smallest model still embeds 1024 px images).
@@ -63,6 +65,8 @@ NAMED_PROVIDERS = {"sam": dict(type="sam", model_config=os.path.join(_SAM_FIXTUR
                                checkpoint=os.path.join(_SAM_FIXTURE, "synth_sam.pt")),
                    "sam2": dict(type="sam2", **TINY["sam2"])}
 TINY["sam"] = {k: v for k, v in NAMED_PROVIDERS["sam"].items() if k != "type"}
+TINY["regions"] = dict(proposals=dict(type="sam_automatic", provider="sam", **TINY["sam_automatic"]))
+NAMED_PROVIDERS["regions"] = dict(type="regions", **TINY["regions"])
 #: The tiny providers heads and other stages are tested with: CLIP's patch 16 and DINO's patch 8.
 TEST_PROVIDERS = {
     16: dict(type="timm_vit", **TINY["timm_vit"]),
@@ -79,14 +83,34 @@ def tiny(registry, name):
 def providers_for(*stages, patch=16):
     """The configured providers (``features=``) the stages require, all built from the tiny
     test provider of ``patch`` (8 or 16)."""
-    wanted = sorted({n for s in stages for n in getattr(s, "requires", ())})
-    return {n: dict(NAMED_PROVIDERS.get(n, TEST_PROVIDERS[patch])) for n in wanted}
+    wanted = sorted({n for s in stages for n in (*getattr(s, "requires", ()), *getattr(s, "context_requires", ()))})
+    out = {n: dict(NAMED_PROVIDERS.get(n, TEST_PROVIDERS[patch])) for n in wanted}
+    for n in wanted:  # providers that read other providers (regions from SAM masks)
+        if n in NAMED_PROVIDERS:
+            out.update({m: spec for m, spec in providers_for(build(FEATURES, NAMED_PROVIDERS[n])).items()
+                        if m not in out})
+    return out
 
 
 def _aux_for(head, raw, patch=16):
-    """Auxiliary features a head requires, from the test provider."""
+    """Auxiliary features a head requires, from the test provider (a provider that reads the
+    image's context, such as region maps, gives random integer ids on the windows' pixels)."""
     torch.manual_seed(0)
-    return {n: build(FEATURES, spec).eval()(raw) for n, spec in providers_for(head, patch=patch).items()}
+    out = {}
+    for n, spec in providers_for(head, patch=patch).items():
+        if n not in head.requires:  # read from the context by the head itself, not given as aux
+            continue
+        provider = build(FEATURES, spec).eval()
+        if provider.reads_context:
+            out[n] = torch.randint(0, 5, (raw.shape[0], 1) + tuple(raw.shape[-2:])).float()
+        else:
+            out[n] = provider(raw)
+    return out
+
+
+def prefix_for(head, backbone, crops):
+    """The BlockView a segmenter gives ``head``: its taps, and every block's input if it asks."""
+    return backbone.prefix(crops, taps=head.taps, keep_inputs=head.keeps_block_inputs)
 
 
 def check_head_output(head, backbone, out, window_size, providers):
@@ -140,10 +164,10 @@ def test_head_contract(name, patch, tiny_backbone):
     aux = _aux_for(head, raw, patch)
     providers = {n: build(FEATURES, spec) for n, spec in providers_for(head, patch=patch).items()}
     with torch.no_grad():
-        view = tiny_backbone.prefix(crops)
+        view = prefix_for(head, tiny_backbone, crops)
         out = head(view, tiny_backbone, aux)
-        ones = [head(tiny_backbone.prefix(crops[i:i + 1]), tiny_backbone, {k: v[i:i + 1] for k, v in aux.items()})
-                for i in range(2)]
+        ones = [head(prefix_for(head, tiny_backbone, crops[i:i + 1]), tiny_backbone,
+                     {k: v[i:i + 1] for k, v in aux.items()}) for i in range(2)]
     check_head_output(head, tiny_backbone, out, (48, 80), providers)
     assert len(out) == 2
     torch.testing.assert_close(out.features, DenseFeatures.cat(ones).features, atol=1e-5, rtol=1e-5)
@@ -152,7 +176,7 @@ def test_head_contract(name, patch, tiny_backbone):
 
     low = copy.deepcopy(tiny_backbone).to(dtype=torch.bfloat16)
     with torch.no_grad():
-        half = head(low.prefix(crops.to(torch.bfloat16)), low, aux).features
+        half = head(prefix_for(head, low, crops.to(torch.bfloat16)), low, aux).features
     assert torch.isfinite(half).all()
     assert (half * out.features).sum(1).min() > 0.9  # bf16 stays close to fp32
 
@@ -245,10 +269,21 @@ def test_head_needing_a_provider_gets_uint8_windows_once(tiny_backbone):
 
 # ---------------------------------------------------------------------------------- feature providers
 @pytest.mark.parametrize("name", entries(FEATURES))
-def test_feature_provider_contract(name):
-    """uint8 windows in, ``[B, C, h, w]`` finite features out; batch 2 == two batch 1."""
+def test_feature_provider_contract(name, tiny_backbone):
+    """uint8 windows in, ``[B, C, h, w]`` finite features out; batch 2 == two batch 1. A provider
+    that reads the image's context instead is image-scope and gives ``[1, C, H, W]`` covering the
+    input image, computed once per image."""
     torch.manual_seed(0)
     provider = tiny(FEATURES, name).eval()
+    if provider.reads_context:
+        assert provider.scope == "image"
+        seg = tiny_segmenter(tiny_backbone, features={name: dict(type=name, **TINY.get(name, {})),
+                                                      **providers_for(provider)})
+        ctx = context_of(seg, shape=(30, 40))
+        out = ctx.feature_map(name)
+        assert out.ndim == 4 and out.shape[0] == 1 and tuple(out.shape[-2:]) == (30, 40)
+        assert torch.isfinite(out).all() and ctx.feature_map(name) is out
+        return
     raw = torch.randint(0, 256, (2, 3, 64, 48), dtype=torch.uint8)
     with torch.no_grad():
         out = provider(raw)
@@ -340,8 +375,30 @@ def test_pamr_band_without_its_halo_differs():
 @pytest.mark.parametrize("name", entries(DECODE_RULES))
 def test_decode_rule_contract(name, tiny_backbone):
     """A rule keeps the probabilities' shape, is local (a band's rows equal the whole map's),
-    and the segmenter's banded output with the rule equals a single band's."""
+    and the segmenter's banded output with the rule equals a single band's. A label rule maps
+    the whole image's labels to labels of the same shape and classes, and the segmenter's
+    banded output with it equals a single band's."""
     rule = tiny(DECODE_RULES, name)
+    if isinstance(rule, ovdense.rules.LabelRule):
+        features = {n: NAMED_PROVIDERS.get(n, PROVIDER_FOR_TESTS) for n in rule.requires}
+        for spec in list(features.values()):
+            features.update(providers_for(build(FEATURES, spec)))
+        seg = tiny_segmenter(tiny_backbone, features=features,
+                             decode=dict(rules=[dict(type=name, **TINY.get(name, {}))]))
+        ctx = context_of(seg, shape=(30, 40))
+        labels = torch.from_numpy(np.random.default_rng(3).integers(0, 4, (30, 40)))
+        if rule.needs_scores:  # the rule also reads and returns the probabilities [C, H, W]
+            scores = torch.from_numpy(np.random.default_rng(4).random((4, 30, 40), dtype=np.float32)).softmax(0)
+            out, new_scores = rule(labels, ctx, seg.encoded_vocabulary.vocabulary, scores)
+            assert new_scores.shape == scores.shape and torch.isfinite(new_scores).all()
+        else:
+            out = rule(labels, ctx, seg.encoded_vocabulary.vocabulary)
+        assert out.shape == labels.shape and out.dtype == torch.int64
+        assert set(out.unique().tolist()) <= set(labels.unique().tolist())
+        one = seg.predict(ctx)
+        seg.max_chunk_mb = 0.001
+        np.testing.assert_array_equal(seg.predict(ctx).label_map, one.label_map)
+        return
     head = _ExtraHead()
     seg = tiny_segmenter(tiny_backbone, head=head, features={n: dict(PROVIDER_FOR_TESTS) for n in rule.requires
                                                               if n not in head.extras},

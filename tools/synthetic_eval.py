@@ -58,7 +58,8 @@ def synthetic_dino() -> dict:
 
 def synthetic_providers(*stages) -> dict:
     """A provider for every name the stages (heads, refiners, decoder rules, proposal sources;
-    built objects or registry specs) ``require``: the tiny DINO fixture for each."""
+    built objects or registry specs) ``require``: the tiny SAM fixture for ``sam``, its automatic
+    masks for ``regions`` (CorrCLIP), the tiny DINO fixture for any other name."""
     from ovdense.registry import DECODE_RULES, HEADS, PROPOSALS, REFINERS, SCORERS, build
 
     wanted = set()
@@ -70,8 +71,25 @@ def synthetic_providers(*stages) -> dict:
                 if name in registry.module_dict:
                     stage = build(registry, stage)
                     break
-        wanted.update(getattr(stage, "requires", ()))
-    return {name: synthetic_dino() for name in sorted(wanted)}
+        wanted.update((*getattr(stage, "requires", ()), *getattr(stage, "context_requires", ())))
+    out = {}
+    for name in sorted(wanted):
+        if name == "sam":  # SAM stages read the tiny SAM fixture
+            out[name] = synthetic_sam()
+        elif name == "regions":  # CorrCLIP's regions: the tiny SAM's automatic masks
+            out["sam"] = synthetic_sam()
+            out[name] = dict(type="regions", proposals=dict(type="sam_automatic", provider="sam", points_per_side=16,
+                                                          pred_iou_thresh=0.0, stability_score_thresh=0.0))
+        else:
+            out[name] = synthetic_dino()
+    return out
+
+
+def synthetic_sam() -> dict:
+    """``features=`` spec of the tiny SAM fixture (tests/fixtures/synth_sam)."""
+    folder = os.path.join(ROOT, "tests", "fixtures", "synth_sam")
+    return dict(type="sam", model_config=os.path.join(folder, "model.json"),
+                checkpoint=os.path.join(folder, "synth_sam.pt"))
 
 
 def make_world(world: str):

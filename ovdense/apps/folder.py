@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
-from ..io.images import ImageLoadError, load_image
+from ..io.images import ImageLoadError, LoadedImage, load_image
 from ..io.sources import find_images, source_base  # noqa: F401  (re-exported: the folder tool's inputs)
 from ..evaluation.meta import collect_versions
 from ..io.writers import (YOLO_FORMATS, _json_default, write_json, write_label_png, write_overlay_jpg, write_text,
@@ -262,12 +262,13 @@ def _accepts(func: Callable, name: str) -> bool:
 def _predict_batch(segmenter, loaded, summary: FolderRunSummary, **kwargs):
     """Predict a batch; if it fails, retry one by one so only the culprit is skipped."""
     try:
+        images = [LoadedImage(img, path) for path, img in loaded]  # stages reading side files see the path
         if len(loaded) == 1:  # one image (a large one, or a batch's last): predict(image) gives one result
-            results = [segmenter.predict(loaded[0][1], **kwargs)]
+            results = [segmenter.predict(images[0], **kwargs)]
         else:
-            results = segmenter.predict([img for _, img in loaded], **kwargs)
+            results = segmenter.predict(images, **kwargs)
         return [(p, img, r) for (p, img), r in zip(loaded, results)]
-    except (RuntimeError, ValueError) as err:
+    except (RuntimeError, ValueError, OSError) as err:  # OSError: a missing side file (a region map)
         if len(loaded) == 1:
             path = loaded[0][0]
             summary.failed.append({"path": path, "error": f"{path}: {err}"})

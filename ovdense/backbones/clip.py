@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -47,6 +47,9 @@ class BlockView:
         taps: tokens ``[B, N, C]`` leaving the blocks asked for (``prefix(taps=...)``), by
             block index (0 = the first block; the last tap possible is the block before the
             last, whose output is ``x``).
+        inputs: with ``prefix(keep_inputs=True)``, the tokens ``[B, N, C]`` entering every
+            block, in order (``inputs[0]`` leaves ``ln_pre``; ``inputs[-1]`` is ``x``), for
+            heads that run extra tokens through the whole tower (CorrCLIP's region tokens).
     """
 
     x: torch.Tensor
@@ -56,6 +59,7 @@ class BlockView:
     grid: Tuple[int, int]
     input_size: Tuple[int, int]
     taps: Mapping[int, torch.Tensor] = field(default_factory=dict)
+    inputs: Optional[Sequence[torch.Tensor]] = None
 
     @property
     def scale(self) -> float:
@@ -282,11 +286,15 @@ class CLIPBackbone(nn.Module):
         """
         return self._run_blocks(x, blocks, fused, ())[0]
 
-    def _run_blocks(self, x: torch.Tensor, blocks, fused: bool, taps: Sequence[int]):
-        """``run_blocks`` that also keeps the outputs of the blocks whose indices are in ``taps``."""
+    def _run_blocks(self, x: torch.Tensor, blocks, fused: bool, taps: Sequence[int],
+                    inputs: Optional[List[torch.Tensor]] = None):
+        """``run_blocks`` that also keeps the outputs of the blocks whose indices are in ``taps``
+        (and appends every block's input to ``inputs`` when given)."""
         batch_first = getattr(self.visual.transformer, "batch_first", True)
         kept: Dict[int, torch.Tensor] = {}
         for i, blk in enumerate(blocks):
+            if inputs is not None:
+                inputs.append(x)
             if fused and supports_fused_forward(blk):
                 x = fused_block_forward(blk, x)
             else:
@@ -301,13 +309,14 @@ class CLIPBackbone(nn.Module):
         return _split_qkv(blk.attn, blk.ln_1(x))
 
     def prefix(self, images: torch.Tensor, num_blocks: Optional[int] = None, fused: bool = True,
-               taps: Sequence[int] = ()) -> BlockView:
+               taps: Sequence[int] = (), keep_inputs: bool = False) -> BlockView:
         """Run everything before the last block on normalised images ``[B, 3, H, W]``.
 
         ``taps``: indices of blocks whose output tokens to keep in ``BlockView.taps``
         (negative indices count from the end of the whole tower: -2 is the block before
-        the last). ``fused=False`` runs the blocks through open_clip's own ``forward`` (the
-        reference path; equal up to float rounding).
+        the last). ``keep_inputs``: keep the tokens entering every block
+        (``BlockView.inputs``). ``fused=False`` runs the blocks through open_clip's own
+        ``forward`` (the reference path; equal up to float rounding).
         """
         blocks = self.visual.transformer.resblocks
         run = len(blocks) - 1 if num_blocks is None else num_blocks
@@ -315,10 +324,13 @@ class CLIPBackbone(nn.Module):
         if wanted and wanted[-1] >= run:
             raise ValueError(f"taps {list(taps)}: only blocks 0..{run - 1} run before the head")
         x = self.embed(images)
-        x, kept = self._run_blocks(x, blocks[:run], fused, wanted)
+        inputs: Optional[List[torch.Tensor]] = [] if keep_inputs else None
+        x, kept = self._run_blocks(x, blocks[:run], fused, wanted, inputs)
+        if inputs is not None:
+            inputs.append(x)
         q, k, v = self.qkv(x)
         size = (int(images.shape[-2]), int(images.shape[-1]))
-        return BlockView(x=x, q=q, k=k, v=v, grid=self.grid_for(size), input_size=size, taps=kept)
+        return BlockView(x=x, q=q, k=k, v=v, grid=self.grid_for(size), input_size=size, taps=kept, inputs=inputs)
 
     def project(self, tokens: torch.Tensor) -> torch.Tensor:
         """``ln_post`` then ``proj`` on ``[B, N, C]`` tokens."""

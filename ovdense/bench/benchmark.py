@@ -874,6 +874,15 @@ def markdown(info) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _report(out: Optional[str], name: str, info: Dict[str, object], table: str) -> None:
+    """Print a mode's table; with ``--out`` also write ``<name>.json`` and ``<name>.md`` there."""
+    print(table)
+    if out:
+        write_json(os.path.join(out, f"{name}.json"), info)
+        with atomic_path(os.path.join(out, f"{name}.md")) as tmp, open(tmp, "w") as fh:
+            fh.write(table + "\n")
+
+
 def _sam_masks(args) -> int:
     from .sam_masks import benchmark_automatic_masks, format_automatic_masks
 
@@ -881,16 +890,25 @@ def _sam_masks(args) -> int:
     info = benchmark_automatic_masks(args.sam_model, args.sam_checkpoint, args.sam_config,
                                      image_size=(height, width), repeats=args.repeats,
                                      threads=args.threads, device="cpu" if args.device == "auto" else args.device)
-    table = format_automatic_masks(info)
-    print(table)
-    if args.out:
-        write_json(os.path.join(args.out, "sam_masks.json"), info)
-        with atomic_path(os.path.join(args.out, "sam_masks.md")) as tmp, open(tmp, "w") as fh:
-            fh.write(table + "\n")
+    _report(args.out, "sam_masks", info, format_automatic_masks(info))
     unequal = [name for name, r in info["settings"].items() if r["identical"] is False]
     for name in unequal:
         print(f"error: {name}: ovdense's automatic masks differ from SamAutomaticMaskGenerator's", file=sys.stderr)
     return 1 if unequal else 0
+
+
+def _corrclip(args) -> int:
+    from .corrclip import benchmark_corrclip, format_corrclip
+
+    width, height = (int(v) for v in (args.size or "500x375").split("x"))
+    info = benchmark_corrclip(args.clip_model, args.pretrained, size=(height, width), repeats=args.repeats,
+                              dino_weights=None if args.vfm_weights == "none" else args.vfm_weights,
+                              tiny_dino=TINY_VFM if args.tiny_vfm else None)
+    _report(args.out, "corrclip", info, format_corrclip(info))
+    if info["max_logit_diff"] > 1e-3 or info["labels_equal"] < 0.999:  # random ViT-B weights: ~2e-4 of rounding
+        print("error: ovdense's CorrCLIP differs from the official-style computation", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv=None) -> int:
@@ -935,9 +953,18 @@ def main(argv=None) -> int:
     sam.add_argument("--sam-model", default="vit_b", choices=("vit_b", "vit_l", "vit_h"))
     sam.add_argument("--sam-checkpoint", default=None, help="local SAM weights (default: random weights)")
     sam.add_argument("--sam-config", default=None, help="sizes of a small SAM (the tiny fixture's model.json)")
+    cc = p.add_argument_group("CorrCLIP mode (--corrclip): ovdense vs the official computation, see "
+                              "ovdense.bench.corrclip")
+    cc.add_argument("--corrclip", action="store_true",
+                    help="time CorrCLIP (configs/_base_/corrclip.py, random region maps) against its official-style "
+                         "computation on the same image, outputs checked equal; per-stage times")
     args = p.parse_args(argv)
     if args.sam_masks:
         return _sam_masks(args)
+    if args.corrclip:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return _corrclip(args)
     if args.config is not None and not args.latency:
         p.error("--config needs --latency (the other modes time the heads' base protocols, see --heads)")
     if args.frames < 1 or args.warmup < 0:

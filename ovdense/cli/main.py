@@ -118,6 +118,8 @@ def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
     cfg = load_cli_config(args, dataset=args.dataset)
     if args.refine_at is not None:  # a constructor keyword: a top-level config entry, recorded and checked
         cfg.refine_at = args.refine_at
+    if args.select_classes:  # the config section select_classes (its options may come from --cfg-options)
+        cfg.select_classes = {"type": "presence", **dict(cfg.get("select_classes") or {})}
     if classes is None:
         classes, cfg_background = _config_classes(cfg)
         background = cfg_background if background is None else background
@@ -414,6 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where refiners such as PAMR run: on the logits at the output size (input, the reference "
                         "methods) or once at the model's size, then resized (model: far cheaper for big photos) "
                         "(default: the config's, else input)")
+    x.add_argument("--select-classes", action="store_true",
+                   help="per-image class selection before decoding (off by default): keep only the classes each "
+                        "image plausibly contains, by CLIP's whole-image similarity and their area in the dense "
+                        "logits (selector 'presence'; options via --cfg-options select_classes.KEY=VALUE)")
     x.add_argument("--save-txt", action="store_true",
                    help="also write txt/<name>.txt: one YOLO line per connected region of each class "
                         "(class x_center y_center width height, normalised) and classes.txt naming the ids")

@@ -18,7 +18,8 @@ checkpoint's own size and differ by a few 1e-2 on 336-pixel windows.
 ``"q"``, ``"k"``, ``"v"``: that block's attention projections of its (normed) input, per head,
 as ``[B, heads * head_dim, h, w]`` (channel ``head * head_dim + d``, the layout of DINO's
 ``qkv[1]`` reshaped by CASS), computed with timm's own ``norm1`` / ``attn.qkv`` / ``q_norm`` /
-``k_norm`` in the provider's forward (no hooks, no patching).
+``k_norm`` in the provider's forward (no hooks, no patching); ``"q+k"`` is their sum (the
+features CorrCLIP and Trident read from DINO's last ``qkv``).
 
 Two input options reproduce how CASS (CVPR 2025) feeds DINO, for parity with its official code:
 ``denorm`` re-creates the image CASS hands to DINO from the window: the official code CLIP-
@@ -126,15 +127,15 @@ class TimmViTFeatures(FeatureProvider):
             ``"dino"`` (the official DINO ``interpolate_pos_encoding`` formula, for parity with
             methods that load DINO through ``torch.hub``; needs a square grid of position
             embeddings).
-        output: ``"tokens"`` (the block's output) or ``"q"`` / ``"k"`` / ``"v"`` (the block's
-            attention projections, ``[B, heads * head_dim, h, w]``; ``norm`` does not apply).
+        output: ``"tokens"`` (the block's output) or ``"q"`` / ``"k"`` / ``"v"`` / ``"q+k"`` (the
+            block's attention projections, ``[B, heads * head_dim, h, w]``; ``norm`` does not apply).
         denorm: None (the window as it is), ``"cass_official"`` or ``"cass"``: the image CASS's
             official code gives DINO (see the module doc; ``"cass_official"`` keeps its std typo).
         square_input: resize each window to a square of its short side (PIL bicubic) first.
     """
 
     POS_INTERP = ("timm", "dino")
-    OUTPUTS = ("tokens", "q", "k", "v")
+    OUTPUTS = ("tokens", "q", "k", "v", "q+k")
 
     def __init__(self, model_name: str = "vit_base_patch16_224.dino", weights: Optional[str] = None,
                  layer: int = -1, norm: bool = True, input_size: Optional[Sequence[int]] = None,
@@ -265,7 +266,8 @@ class TimmViTFeatures(FeatureProvider):
         n = tokens.shape[1]
         qkv = attn.qkv(blk.norm1(tokens)).reshape(b, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        out = {"q": lambda: attn.q_norm(q), "k": lambda: attn.k_norm(k), "v": lambda: v}[self.output]()
+        out = {"q": lambda: attn.q_norm(q), "k": lambda: attn.k_norm(k), "v": lambda: v,
+               "q+k": lambda: attn.q_norm(q) + attn.k_norm(k)}[self.output]()
         out = out[:, :, m.num_prefix_tokens:]  # [B, heads, rows * cols, d]
         return out.transpose(2, 3).reshape(b, -1, rows, cols).contiguous()
 

@@ -13,7 +13,9 @@ whether the block's residual connection and MLP are kept; this module owns the r
     f = normalise(ln_post(z) @ proj)      (CLIPBackbone.project, DenseFeatures.from_tokens)
 
 Heads that borrow other models (ProxyCLIP, Trident, CLIP-DINOiser) override
-:meth:`forward` and read ``aux[name]`` for every ``name`` in ``requires``.
+:meth:`forward` and read ``aux[name]`` for every ``name`` in ``requires``: a window-scope
+provider's output on the windows, or an image-scope provider's map cut into the windows
+(CorrCLIP's region map).
 """
 from __future__ import annotations
 
@@ -34,6 +36,10 @@ class Head(nn.Module):
             whose outputs :meth:`forward` reads from ``aux``.
         taps: indices of CLIP blocks whose output tokens :meth:`forward` reads from
             ``view.taps`` (e.g. ``(-3,)`` for CLIP-DINOiser's intermediate layer).
+        context_requires: image-scope providers the head reads itself from the context in
+            ``finish_context`` (Trident's SAM): configured, but not cut into the windows.
+        keeps_block_inputs: the head reads ``view.inputs``, the tokens entering every CLIP
+            block (CorrCLIP runs its region tokens through the whole tower).
         extras: names of the per-window maps the head puts in ``DenseFeatures.extras``
             (e.g. a background map); later stages read them as ``ImageContext.canvas(name)``
             or ``band.map(name)`` and may declare them in their own ``requires``.
@@ -43,6 +49,8 @@ class Head(nn.Module):
     keep_ffn: bool = True
     requires: Tuple[str, ...] = ()
     taps: Tuple[int, ...] = ()
+    keeps_block_inputs: bool = False
+    context_requires: Tuple[str, ...] = ()
     extras: Tuple[str, ...] = ()
 
     def output_grid(self, window_size: Tuple[int, int], backbone: CLIPBackbone,

@@ -8,7 +8,8 @@ photo gives the same array whether passed as a path or as ``Image.open(path)``.
 from __future__ import annotations
 
 import os
-from typing import Union
+from dataclasses import dataclass
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -24,7 +25,26 @@ MAX_ASPECT_RATIO = 100.0
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2")
 
-ImageInput = Union[str, os.PathLike, np.ndarray, "PIL.Image.Image"]  # noqa: F821
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An image already read into memory, with the file it came from: stages that find
+    side files by image name (CorrCLIP's region maps) still see the path, and the file is not
+    read twice (the folder tool and ``predict_iter`` pass their images so)."""
+
+    array: np.ndarray
+    path: str
+
+
+ImageInput = Union[str, os.PathLike, np.ndarray, "PIL.Image.Image", LoadedImage]  # noqa: F821
+
+
+def image_path(image: Any) -> Optional[str]:
+    """The file an image input comes from (a path, or a :class:`LoadedImage`'s), else None."""
+    if isinstance(image, LoadedImage):
+        return os.fspath(image.path)
+    return os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
 
 
 class ImageLoadError(ValueError):
@@ -146,7 +166,10 @@ def load_image(image: ImageInput, bgr: bool = False) -> np.ndarray:
             float values outside [0, 1], NaN or inf, an empty array, an image too thin to
             segment: see :func:`check_image_geometry`).
     """
-    if isinstance(image, (str, os.PathLike)):
+    if isinstance(image, LoadedImage):
+        name = os.fspath(image.path)
+        rgb = _from_array(image.array, bgr, name)
+    elif isinstance(image, (str, os.PathLike)):
         name = os.fspath(image)
         rgb = _from_file(name)
     elif isinstance(image, np.ndarray):

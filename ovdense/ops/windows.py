@@ -43,10 +43,11 @@ def centred_padding(height: int, width: int, multiple: int) -> Tuple[int, int, i
     return (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
 
 
-def crop_windows(image: torch.Tensor, boxes: List[Box], pad: Tuple[int, int, int, int] = (0, 0, 0, 0)) -> torch.Tensor:
-    """Stack the windows of ``image`` [C, H, W] into ``[n, C, h, w]`` (zero-padded if asked)."""
+def crop_windows(image: torch.Tensor, boxes: List[Box], pad: Tuple[int, int, int, int] = (0, 0, 0, 0),
+                 value: float = 0.0) -> torch.Tensor:
+    """Stack the windows of ``image`` [C, H, W] into ``[n, C, h, w]`` (padded with ``value`` if asked)."""
     crops = torch.stack([image[:, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes])
-    return F.pad(crops, pad) if any(pad) else crops
+    return F.pad(crops, pad, value=value) if any(pad) else crops
 
 
 def stitch(window_logits: torch.Tensor, boxes: List[Box], size: Tuple[int, int]) -> torch.Tensor:

@@ -8,10 +8,15 @@ the vocabulary (to know whether class 0 is a background class), and returns
 probabilities of the same shape. A rule must be local (its output at a pixel depends only on
 that pixel), so banded decoding equals whole-image decoding. Names read with ``band.map``
 are declared in :attr:`DecodeRule.requires`.
+
+A :class:`LabelRule` instead works on the finished label map of the whole image, once, after
+the argmax and the threshold (CorrCLIP's map correction: each region takes its most frequent
+label); it reads the image's :class:`~ovdense.structures.ImageContext`. Both kinds sit in the
+decoder's ``rules`` list; pixel rules run first, band by band, label rules at the end.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Any, Tuple
 
 import torch
 
@@ -30,4 +35,23 @@ class DecodeRule:
 
     def __call__(self, probs: torch.Tensor, band: ContextBand, vocabulary: Vocabulary) -> torch.Tensor:
         """``[C, h, W]`` probabilities of ``band`` -> ``[C, h, W]``."""
+        raise NotImplementedError
+
+
+class LabelRule:
+    """Base class of rules on the whole label map (see the module doc).
+
+    Attributes:
+        requires: names of the providers the rule reads from the context.
+        needs_scores: the rule also reads the whole image's class probabilities ``[C, H, W]``
+            (the decoder's returned scores) and returns ``(labels, scores)``; the segmenter then
+            keeps them for the whole image (Trident's SAM refinement rewrites both).
+    """
+
+    requires: Tuple[str, ...] = ()
+    needs_scores: bool = False
+
+    def __call__(self, labels: torch.Tensor, context: Any, vocabulary: Vocabulary, scores: Any = None) -> Any:
+        """int64 labels ``[H, W]`` of the whole output of ``context`` -> ``[H, W]`` (with
+        ``needs_scores``: also the probabilities ``scores`` -> ``(labels, scores)``)."""
         raise NotImplementedError

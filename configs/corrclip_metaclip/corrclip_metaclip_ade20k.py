@@ -1,0 +1,16 @@
+# CorrCLIP (DINO ViT-B/8 + SAM 2 regions), MetaCLIP ViT-B/16, ADE20K: 26.9 README mIoU.
+# Source: zdk258/CorrCLIP CorrCLIPv1/configs/cfg_ade20k.py + configs/base_config.py + corrclip_segmentor.py.
+# Paper: CorrCLIP: "CorrCLIP: Reconstructing Patch Correlations in CLIP for Open-Vocabulary Semantic
+#   Segmentation" (Zhang et al., ICCV 2025). Official code: https://github.com/zdk258/CorrCLIP.
+# Numbers: README = the official repository's README (SAM2-32 masks); [p] = CorrCLIP with OpenAI
+#   ViT-B/16 as reported in OV-Stitcher's Table 1 (see configs/README.md).
+# Regions: CorrCLIP's pre-generated maps in data/region_masks/ade (see _base_/corrclip.py).
+_base_ = ['../_base_/corrclip.py']
+
+# The official repository's default CLIP: clip_type='metaclip_fullcc', model_type='ViT-B-16-quickgelu'.
+backbone = dict(clip_model='ViT-B-16-quickgelu', pretrained='metaclip_fullcc')
+features = dict(regions=dict(directory='data/region_masks/ade'))
+preprocess = dict(short_side=448)
+# CorrCLIP's own configs/cls_ade20k.txt (synonyms only on the background line).
+classes = dict(names='../names/cls_ade20k_corrclip.txt', background=None)
+dataset_type = 'ade20k'
