@@ -10,6 +10,7 @@ from .predictor import OVSegmenter
 from .preprocess import Preprocessor
 from .prompting import Prompter
 from .proposals import build_instances
+from .references import ReferencePrototypes
 from .structures import (UNLABELLED, ContextBand, DenseFeatures, Detections, EncodedVocabulary, ImageContext,
                          ImageFeatures, SegmentationResult)
 from .text import Vocabulary, build_vocabulary
@@ -18,7 +19,8 @@ __version__ = "0.2.0"
 
 __all__ = ["BlockView", "CLIPBackbone", "ContextBand", "Decoder", "DenseFeatures", "Detections", "Detector",
            "EncodedVocabulary", "Head", "ImageContext", "ImageFeatures", "ImageLoadError", "OVSegmenter",
-           "Preprocessor", "Prompter", "SegmentationResult", "SlidingWindows", "UNLABELLED", "Vocabulary",
+           "Preprocessor", "Prompter", "ReferencePrototypes", "SegmentationResult", "SlidingWindows", "UNLABELLED",
+           "Vocabulary",
            "WeightsFormatError", "WeightsNotFoundError", "build_head", "build_instances", "build_vocabulary",
            "list_heads", "load_image", "CameraIntrinsics", "backproject", "__version__"]
 
@@ -28,7 +30,7 @@ __all__ = ["BlockView", "CLIPBackbone", "ContextBand", "Decoder", "DenseFeatures
 _LAZY_SUBMODULES = frozenset({
     "apps", "assets", "backbones", "bench", "cli", "config", "datasets", "decode", "distributed", "evaluation",
     "detector", "features", "heads", "io", "ops", "predictor", "preprocess", "prompting", "proposals", "refine",
-    "registry", "rules", "runtime", "sam", "scorers",
+    "references", "registry", "rules", "runtime", "sam", "scorers", "select",
     "structures", "synthetic", "text", "viz",
 })
 

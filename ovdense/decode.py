@@ -14,7 +14,9 @@ of pixels, so the segmenter can decode a full-resolution image band by band:
    ``background_threshold`` become the background class 0 when the vocabulary has one,
    else :data:`~ovdense.structures.UNLABELLED`; then the rules on the whole label map
    (:class:`~ovdense.rules.base.LabelRule`, e.g. CorrCLIP's ``region_mode``), once per image
-   (:meth:`Decoder.relabel`);
+   (:meth:`Decoder.relabel`); rules on the window scores
+   (:class:`~ovdense.rules.base.WindowRule`, CLIP-DINOiser's FOUND background) run before the
+   windows are stitched (``OVSegmenter.canvas_logits``), not here;
 4. :meth:`Decoder.scores`: ``renormalize`` (NACLIP) divides the returned probabilities by
    their sum over classes, after the labels are decided.
 
@@ -30,7 +32,7 @@ from typing import Any, Optional, Sequence, Tuple
 import torch
 
 from .registry import DECODE_RULES, build
-from .rules.base import LabelRule
+from .rules.base import LabelRule, WindowRule
 from .structures import UNLABELLED, ContextBand
 from .text.vocabulary import Vocabulary
 
@@ -76,7 +78,12 @@ class Decoder:
     @property
     def pixel_rules(self) -> Tuple[Any, ...]:
         """The rules on probabilities, pixel by pixel (run band by band)."""
-        return tuple(rule for rule in self.rules if not isinstance(rule, LabelRule))
+        return tuple(rule for rule in self.rules if not isinstance(rule, (LabelRule, WindowRule)))
+
+    @property
+    def window_rules(self) -> Tuple[WindowRule, ...]:
+        """The rules on every window's scores before stitching (see :class:`WindowRule`)."""
+        return tuple(rule for rule in self.rules if isinstance(rule, WindowRule))
 
     @property
     def label_rules(self) -> Tuple[LabelRule, ...]:

@@ -41,6 +41,7 @@ from .io.sources import iter_images
 from .ops.bilinear import resize_rows
 from .ops.windows import SlidingWindows, crop_windows
 from .preprocess import Preprocessor
+from .references import ReferencePrototypes, check_source, pool_prototypes, reference_source
 from .registry import CLASS_SELECTORS, FEATURES, REFINERS, build, names
 from .runtime import resolve_device, resolve_dtype, synchronize
 from .structures import DenseFeatures, EncodedVocabulary, ImageContext, SegmentationResult
@@ -176,6 +177,8 @@ class OVSegmenter:
         self.batch_size = int(batch_size)
         self.max_chunk_mb = float(max_chunk_mb)
         self._default: Optional[EncodedVocabulary] = None
+        self.references: Optional[ReferencePrototypes] = None  # add_references / set_references
+        self.reference_weight = 0.5
         self._default_key: Optional[Tuple[Any, Vocabulary]] = None  # (text encoder, vocabulary) it was encoded from
         self._lock = threading.Lock()
         self._forward = self._window_forward
@@ -318,18 +321,68 @@ class OVSegmenter:
     def resolve_vocabulary(self, vocabulary: Optional[Union[EncodedVocabulary, VocabularyInput]] = None
                            ) -> EncodedVocabulary:
         """The vocabulary of a call: ``vocabulary`` encoded (an EncodedVocabulary as is), or
-        the default one (``set_classes``) when None."""
+        the default one (``set_classes``) when None; with reference prototypes set
+        (:meth:`add_references`), the queries of their classes are fused with them."""
         if vocabulary is None:
             encoded = self._default
             if encoded is None:
                 raise RuntimeError("no classes set: call set_classes(...) or pass vocabulary=... to predict")
-            return encoded
-        return self.encode_vocabulary(vocabulary)
+        else:
+            encoded = self.encode_vocabulary(vocabulary)
+        refs = self.references
+        return encoded if refs is None else refs.fuse(encoded, self.reference_weight)
+
+    # ------------------------------------------------------------------ reference images
+    def add_references(self, images: Sequence[ImageInput], label_maps: Sequence[np.ndarray],
+                       class_names: Sequence[str], ignore_index: int = 255, replace: bool = False,
+                       weight: Optional[float] = None) -> ReferencePrototypes:
+        """Class prototypes from a few labelled images (:mod:`ovdense.references`), added to the
+        ones already set (``replace=True`` starts over) and used by every later call.
+
+        Args:
+            images: reference images (paths, arrays, PIL images).
+            label_maps: per image an ``(H, W)`` int map of class indices into ``class_names``
+                at the image's size (``ignore_index`` and negative values: unlabelled).
+            class_names: the classes the indices name (matched by name with the vocabulary of
+                each call: a class absent from it is simply not used).
+            weight: the prototypes' share in the fused queries (default: keep the current, 0.5).
+        Returns:
+            the prototypes now set (save them with ``.save(path)``).
+        """
+        contexts = self.encode_images(list(images))
+        refs = pool_prototypes(contexts, label_maps, list(class_names), ignore_index, reference_source(self))
+        if self.references is not None and not replace:
+            refs = self.references.merged(refs)
+        self.set_references(refs, weight)
+        return refs
+
+    def set_references(self, references: Union[ReferencePrototypes, str, os.PathLike, None],
+                       weight: Optional[float] = None) -> None:
+        """Use these prototypes (a :class:`~ovdense.references.ReferencePrototypes` or a file
+        written by its ``save``; None: text only); ``weight`` in [0, 1] (default: keep the current)."""
+        if isinstance(references, (str, os.PathLike)):
+            path = os.fspath(references)
+            references = ReferencePrototypes.load(path)
+            check_source(references, self, path)
+        elif references is not None:
+            check_source(references, self)
+        if weight is not None:
+            if not 0.0 <= float(weight) <= 1.0:
+                raise ValueError(f"reference weight must lie in [0, 1], got {weight}")
+            self.reference_weight = float(weight)
+        self.references = references
 
     # ------------------------------------------------------------------ image side
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """uint8 RGB ``(H, W, 3)`` -> resized, normalised ``[3, H', W']`` float32 on the device."""
         return self.preprocessor(image, self.device)[1]
+
+    def _pad_fill(self):
+        """What the normalised windows are padded with: 0 (the mean colour) for ``pad_mode="centre"``,
+        black (0 on the uint8 image, normalised: one value per channel) for ``"end"``."""
+        if self.windows.pad_mode != "end":
+            return 0.0
+        return self.preprocessor.normalise(torch.zeros(3, 1, 1, dtype=torch.uint8, device=self.device)).flatten()
 
     def _window_forward(self, crops: torch.Tensor, aux: Mapping[str, torch.Tensor]) -> DenseFeatures:
         """CLIP prefix + head on normalised crops ``[B, 3, H, W]``."""
@@ -420,12 +473,13 @@ class OVSegmenter:
             x = x.to(self.device, torch.float32)
             boxes, pad = self.windows.plan(tuple(x.shape[-2:]))
             windows_raw = crop_windows(raw[i].to(self.device), boxes, pad) if raw is not None else None
-            plans.append((x, boxes, pad, crop_windows(x, boxes, pad), windows_raw))
+            plans.append((x, boxes, pad, crop_windows(x, boxes, pad, self._pad_fill()), windows_raw))
             # a context before the windows run, for image-scope maps the head reads; the
             # final context inherits what it computed (and any value it shared, e.g. SAM's)
             ctx = ImageContext(
                 features=x.new_empty(0), boxes=boxes, pad=pad, resized_size=tuple(x.shape[-2:]),
                 original_size=tuple(int(v) for v in original_sizes[i]), whole=self.windows.whole, guide=x,
+                stretch_pad=self.windows.pad_mode == "end",
                 resized_image=raw[i].to(self.device) if raw is not None else None,
                 image=originals[i][0], path=originals[i][1], providers=providers)
             early.append((ctx, {name: self._image_map_windows(ctx, name) for name in head_image}))
@@ -471,6 +525,7 @@ class OVSegmenter:
                 made[name] = ImageContext(
                     features=dense.features, boxes=boxes, pad=pad, resized_size=tuple(x.shape[-2:]),
                     original_size=(int(size[0]), int(size[1])), whole=self.windows.whole, guide=x,
+                    stretch_pad=self.windows.pad_mode == "end",
                     extras=dense.extras, aux=aux, resized_image=first.resized_image, image=first.image,
                     path=first.path, image_level=first.image_level, _shared=first._shared,
                     timings={"features": per_image_ms}, providers=providers,
@@ -507,7 +562,11 @@ class OVSegmenter:
         """Logits ``[Q, h, w]`` at the model's resolution: the windows stitched on the resized
         image, or the patch grid of a whole-image pass (:meth:`ImageContext.canvas_logits`: the
         cosines, or the head's own window scores; ``head`` is accepted for compatibility)."""
-        return feats.canvas_logits(self._text(vocabulary, feats.device))
+        rules = self.decoder.window_rules
+        if rules and not isinstance(vocabulary, EncodedVocabulary):
+            raise ValueError("the decoder's window rules need the vocabulary: pass an EncodedVocabulary")
+        return feats.canvas_logits(self._text(vocabulary, feats.device), rules=rules,
+                                   vocabulary=vocabulary if rules else None)
 
     @torch.no_grad()
     def query_logits(self, feats: ImageContext, vocabulary: Union[EncodedVocabulary, torch.Tensor, None] = None,

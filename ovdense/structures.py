@@ -83,6 +83,8 @@ class ImageContext:
         features: ``[n_windows, D, h, w]`` L2-normalised patch features (float32) on the head's grid.
         boxes: window boxes ``(y1, y2, x1, x2)`` on the canvas.
         pad: ``(left, right, top, bottom)`` zero padding applied to every window.
+        stretch_pad: the output of a padded window is resized over the unpadded window instead
+            of having its padding cut (``windows.pad_mode="end"``, CLIP-DINOiser).
         resized_size: the canvas size (the model's resolution).
         original_size: the input image's size (results are returned at this size by default).
         whole: one whole-image pass: canvas maps stay on their own grid and go from there
@@ -105,6 +107,7 @@ class ImageContext:
     original_size: Tuple[int, int]
     whole: bool
     guide: torch.Tensor
+    stretch_pad: bool = False
     extras: Dict[str, torch.Tensor] = field(default_factory=dict)
     aux: Dict[str, torch.Tensor] = field(default_factory=dict)
     image_level: Dict[str, torch.Tensor] = field(default_factory=dict)
@@ -141,18 +144,27 @@ class ImageContext:
             return windows[0]
         y1, y2, x1, x2 = self.boxes[0]
         left, _, top, _ = self.pad
+        if self.stretch_pad:  # the padded window's output over the unpadded window (CLIP-DINOiser)
+            win = F.interpolate(windows.float(), size=(y2 - y1, x2 - x1), mode="bilinear", align_corners=False)
+            return stitch(win, self.boxes, self.resized_size)
         win = F.interpolate(windows.float(), size=self.window_size, mode="bilinear", align_corners=False)
         if any(self.pad):
             win = win[:, :, top:top + y2 - y1, left:left + x2 - x1]
         return stitch(win, self.boxes, self.resized_size)
 
-    def canvas_logits(self, text: torch.Tensor) -> torch.Tensor:
+    def canvas_logits(self, text: torch.Tensor, rules: Sequence[Any] = (), vocabulary: Any = None) -> torch.Tensor:
         """Logits ``[Q, H', W']`` of the text rows ``[Q, D]`` on the canvas: the cosines with
-        the features, or the head's own window scores (:attr:`window_scorer`)."""
+        the features, or the head's own window scores (:attr:`window_scorer`). ``rules``: the
+        decoder's window rules (:class:`~ovdense.rules.base.WindowRule`), run on the window
+        scores before they are stitched, with the ``vocabulary`` (an EncodedVocabulary)."""
         text = text.to(self.device, torch.float32)
         if self.window_scorer is not None:
-            return self.to_canvas(self.window_scorer(self, text))
-        return self.to_canvas(torch.einsum("ndhw,qd->nqhw", self.features, text))
+            scores = self.window_scorer(self, text)
+        else:
+            scores = torch.einsum("ndhw,qd->nqhw", self.features, text)
+        for rule in rules:
+            scores = rule(scores, self, vocabulary)
+        return self.to_canvas(scores)
 
     def map_names(self) -> List[str]:
         """Names :meth:`canvas` accepts: the head's extras, window- and image-scope providers."""

@@ -19,7 +19,7 @@ from ovdense.select import presence as presence_module
 from ovdense.select.presence import PresenceSelector, local_scores
 from ovdense.structures import EncodedVocabulary
 from ovdense.text import build_vocabulary
-from test_contracts import context_of, providers_for, tiny, tiny_segmenter
+from test_contracts import context_of, head_spec, providers_for, tiny, tiny_segmenter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -176,7 +176,7 @@ def test_presence_works_with_every_head(head, tiny_backbone):
     kept classes, min_classes honoured."""
     built = tiny(HEADS, head)
     features = providers_for(built)  # with the providers a head reads from the context (Trident's SAM)
-    seg = tiny_segmenter(tiny_backbone, head=head, features=features,
+    seg = tiny_segmenter(tiny_backbone, head=head_spec(head, tiny_backbone), features=features,
                          select_classes=dict(type="presence", min_classes=2, max_classes=2))
     assert isinstance(seg.class_selector, PresenceSelector)
     ctx = context_of(seg, shape=(64, 48))  # windows on the 16 px patch grid (Trident splices on it)

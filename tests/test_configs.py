@@ -19,9 +19,11 @@ CONFIGS = REPO / "configs"
 TINY_CLIP = REPO / "tests" / "fixtures" / "goldens" / "tiny_openai_clip.pt"
 TINY_SAM = REPO / "tests" / "fixtures" / "synth_sam" / "model.json"
 
-HEADS = ("maskclip", "sclip", "clearclip", "naclip", "vanilla", "proxyclip", "cass", "trident", "corrclip")
+HEADS = ("maskclip", "sclip", "clearclip", "naclip", "vanilla", "proxyclip", "cass", "trident", "corrclip", "dinoiser",
+         "talk2dino")
 #: Config folders of a head under another CLIP than OpenAI ViT-B/16: folder -> (clip_model, pretrained).
-OTHER_CLIP = {"corrclip_metaclip": ("ViT-B-16-quickgelu", "metaclip_fullcc")}
+OTHER_CLIP = {"corrclip_metaclip": ("ViT-B-16-quickgelu", "metaclip_fullcc"),
+              "dinoiser": ("ViT-B-16", "laion2b_s34b_b88k")}
 NUM_CLASSES = {"voc21": 21, "voc20": 20, "context60": 60, "context59": 59, "coco_object": 81,
                "coco_stuff164k": 171, "cityscapes": 19, "ade20k": 150}
 WITH_BACKGROUND = {"voc21", "context60", "coco_object"}
@@ -38,6 +40,8 @@ TINY_PROVIDERS = {
             model_kwargs=dict(depth=2, embed_dim=32, num_heads=2)),
     16: dict(type="timm_vit", model_name="vit_small_patch16_224",
              model_kwargs=dict(depth=2, embed_dim=48, num_heads=2)),
+    14: dict(type="timm_vit", model_name="vit_small_patch14_reg4_dinov2",
+             model_kwargs=dict(depth=2, embed_dim=48, num_heads=2, img_size=56)),
 }
 
 
@@ -55,7 +59,8 @@ def _tiny_features(features):
         assert spec["type"] == "timm_vit", f"no tiny stand-in for provider type {spec['type']!r}"
         patch = int(spec["model_name"].split("patch")[1].split("_")[0])
         tiny = dict(TINY_PROVIDERS[patch])
-        for key in ("pos_interp", "output", "denorm", "square_input"):  # what the provider computes stays
+        # what the provider computes stays
+        for key in ("pos_interp", "output", "denorm", "square_input", "input_size", "resize_mode"):
             if key in spec:
                 tiny[key] = spec[key]
         out[name] = tiny
@@ -66,6 +71,13 @@ def _tiny_kwargs(cfg):
     """segmenter_kwargs of a config, without the backbone and with tiny providers."""
     kwargs = segmenter_kwargs(cfg)
     kwargs.pop("backbone")
+    if isinstance(kwargs["head"], dict) and kwargs["head"].get("type") == "dinoiser":
+        # no trained convolutions (random ones), and block -2 of the 3-block tiny CLIP in place of block -3
+        kwargs["head"] = dict({k: v for k, v in kwargs["head"].items() if k != "checkpoint"}, feats_idx=-2)
+    if isinstance(kwargs["head"], dict) and kwargs["head"].get("type") == "talk2dino":
+        # a random projection from the tiny CLIP's 64 to the tiny patch-14 provider's 48 channels
+        kwargs["head"] = dict({k: v for k, v in kwargs["head"].items() if k != "checkpoint"},
+                              projection=dict(clip_dim=64, dino_dim=48))
     if "features" in kwargs:
         kwargs["features"] = _tiny_features(kwargs["features"])
     return kwargs
@@ -224,7 +236,9 @@ OFFICIAL_REPOS = {"maskclip": "https://github.com/chongzhou96/MaskCLIP", "sclip"
                   "clearclip": "https://github.com/mc-lan/ClearCLIP", "naclip": "https://github.com/sinahmr/NACLIP",
                   "vanilla": "https://github.com/wangf3014/SCLIP", "proxyclip": "https://github.com/mc-lan/ProxyCLIP",
                   "cass": "https://github.com/MICV-yonsei/CASS", "trident": "https://github.com/YuHengsss/Trident",
-                  "corrclip": "https://github.com/zdk258/CorrCLIP", "corrclip_metaclip": "https://github.com/zdk258/CorrCLIP"}
+                  "corrclip": "https://github.com/zdk258/CorrCLIP", "corrclip_metaclip": "https://github.com/zdk258/CorrCLIP",
+                  "dinoiser": "https://github.com/wysoczanska/clip_dinoiser",
+                  "talk2dino": "https://github.com/lorebianchi98/Talk2DINO"}
 
 
 def test_configs_refer_to_nothing_outside_the_repository():
@@ -416,3 +430,63 @@ def test_corrclip_configs_follow_the_official_protocol(dataset, folder):
                                 area_threshold=None, renormalize=False,
                                 rules=[dict(type="region_mode", regions="regions")])
     assert cfg["classes"]["names"].endswith("_corrclip.txt")
+
+
+@pytest.mark.parametrize("dataset", sorted(NUM_CLASSES))
+def test_dinoiser_configs_follow_the_official_protocol(dataset):
+    """wysoczanska/clip_dinoiser configs/clip_dinoiser.yaml + maskclip.yaml + main_eval.py +
+    segmentation/configs/_base_/datasets/*.py: OpenCLIP LAION ViT-B-16, the local checkpoint, gamma 0.2
+    on block -3, short side 448, slide 448 / 224 with black bottom/right padding to x16, OpenAI mean/std
+    unrounded, softmax(100 cos) per window averaged (decode scale 1), 80 templates, FOUND only on VOC21
+    and COCO-Object, the official datasets' class names."""
+    cfg = load_config(CONFIGS / "dinoiser" / f"dinoiser_{dataset}.py")
+    kw = segmenter_kwargs(cfg)
+    assert kw["backbone"] == dict(clip_model="ViT-B-16", pretrained="laion2b_s34b_b88k", pos_interp="size")
+    assert kw["head"] == dict(type="dinoiser", checkpoint="checkpoints/clip_dinoiser_last.pt", gamma=0.2, feats_idx=-3,
+                              window_scores="probabilities", prob_scale=100.0)
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    assert kw["preprocess"]["short_side"] == 448
+    np.testing.assert_allclose(kw["preprocess"]["mean"], np.array(mean) * 255, rtol=1e-8)
+    np.testing.assert_allclose(kw["preprocess"]["std"], np.array(std) * 255, rtol=1e-8)
+    assert kw["windows"] == dict(crop=448, stride=224, pad_to=16, pad_mode="end")
+    assert kw["text_encoder"]["templates"] == "openai80" and kw["refiners"] == []
+    found = [dict(type="found_background", delta=0.99, threshold=0.5)] if dataset in ("voc21", "coco_object") else []
+    assert kw["decode"] == dict(logit_scale=1.0, background_threshold=0.0, area_threshold=None, renormalize=False,
+                                rules=found)
+    names = cfg["classes"]["names"]
+    assert names.endswith("_dinoiser.txt") or dataset == "ade20k"
+    if dataset == "voc21":
+        lines = read_name_file(resolve_names_path(names, cfg))
+        assert lines[0] == ["background"] and ["dining table"] in lines and ["tvmonitor"] in lines
+
+
+@pytest.mark.parametrize("dataset", sorted(NUM_CLASSES))
+def test_talk2dino_configs_follow_the_official_protocol(dataset):
+    """lorebianchi98/Talk2DINO configs/<dataset>/dinotext_*_vitb_mlp_infonce.yml + eval_*_pamr.yml +
+    segmentation/configs/_base_/datasets/*.py + dinotext.py: DINOv2 ViT-B/14-reg squashed to 448
+    (bilinear) with torch.hub's position resize, the local projection checkpoint, the 7
+    sub_imagenet templates averaged raw, short side 448, slide 448 / 224, PAMR (1, 2, 4, 8, 12, 24)
+    x 10, softmax of the scores (scale 1); the constant background 0.55 and the background cleaning
+    where the official configs set them; the mmseg / official dataset class names."""
+    cfg = load_config(CONFIGS / "talk2dino" / f"talk2dino_{dataset}.py")
+    kw = segmenter_kwargs(cfg)
+    assert kw["backbone"] == dict(clip_model="ViT-B-16", pretrained="openai", pos_interp="scale_factor")
+    assert kw["head"] == dict(type="talk2dino", checkpoint="checkpoints/talk2dino_vitb_mlp_infonce.pth",
+                              bg_clean=dataset in ("voc21", "coco_object"), lambda_bg=0.2, act="tanh")
+    assert kw["features"] == dict(dino=dict(
+        type="timm_vit", model_name="vit_base_patch14_reg4_dinov2.lvd142m",
+        weights="checkpoints/dinov2_vitb14_reg4_pretrain.pth", pos_interp="dino", output="tokens+cls_attn",
+        input_size=(448, 448), resize_mode="bilinear"))
+    assert kw["preprocess"] == dict(short_side=448) and kw["windows"] == dict(crop=448, stride=224)
+    assert kw["text_encoder"] == dict(templates=[
+        "itap of a {}.", "a bad photo of a {}.", "a origami {}.", "a photo of the large {}.", "a {} in a video game.",
+        "art of the {}.", "a photo of the small {}."], average="raw")
+    assert kw["refiners"] == [dict(type="pamr", steps=10, dilations=(1, 2, 4, 8, 12, 24))]
+    assert kw["refine_at"] == "model"
+    rules = [dict(type="constant_background", score=0.55)] if dataset in WITH_BACKGROUND else []
+    assert kw["decode"] == dict(logit_scale=1.0, background_threshold=0.0, area_threshold=None, renormalize=False,
+                                rules=rules)
+    names = read_name_file(resolve_names_path(cfg["classes"]["names"], cfg))
+    assert all(len(g) == 1 for g in names)  # one plain name per class, as the official class lists
+    if dataset == "voc21":
+        assert names[0] == ["background"] and ["diningtable"] in names and ["tvmonitor"] in names

@@ -9,6 +9,7 @@ held to the same contracts.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -34,6 +35,8 @@ TINY = {
     "sam_vote": dict(masks=dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)),
     # small regions and a low IoU threshold: SAM is prompted, some prompts kept, some failed
     "trident_sam_refine": dict(minimal_area=4, sam_iou_thresh=0.65),
+    # the 3-block tiny CLIP has no block -3 input to tap; no checkpoint: random convolutions
+    "dinoiser": dict(feats_idx=-2),
 }
 #: Entries that need an optional package: skipped without it, and in the slow set (SAM 2's
 #: smallest model still embeds 1024 px images).
@@ -80,6 +83,17 @@ def tiny(registry, name):
     return build(registry, dict(type=name, **TINY.get(name, {})))
 
 
+def head_spec(name, backbone, patch=16):
+    """A head's tiny spec for a segmenter on ``backbone`` with the patch-``patch`` test provider:
+    :data:`TINY`'s arguments, and for a head that projects the text into its provider's space
+    (Talk2DINO) a projection from the backbone's text width to the provider's."""
+    spec = dict(type=name, **TINY.get(name, {}))
+    if name == "talk2dino":
+        width = TEST_PROVIDERS[patch]["model_kwargs"]["embed_dim"]
+        spec["projection"] = dict(clip_dim=backbone.embed_dim, dino_dim=width)
+    return spec
+
+
 def providers_for(*stages, patch=16):
     """The configured providers (``features=``) the stages require, all built from the tiny
     test provider of ``patch`` (8 or 16)."""
@@ -115,11 +129,15 @@ def prefix_for(head, backbone, crops):
 
 def check_head_output(head, backbone, out, window_size, providers):
     """What every head's output must be: DenseFeatures on the grid the head declares, float32,
-    unit-norm features, and extras with a leading batch dimension."""
+    unit-norm features of the width it declares (CLIP's unless it scores windows itself, see
+    ``Head.feature_dim``), and extras with a leading batch dimension."""
     grid = head.output_grid(window_size, backbone, providers)
     assert isinstance(out, DenseFeatures)
     assert out.grid == tuple(grid), f"{type(head).__name__} returned grid {out.grid}, declares {grid}"
-    assert out.features.shape[1] == backbone.embed_dim and out.features.dtype == torch.float32
+    dim = head.feature_dim(backbone, providers)
+    assert out.features.shape[1] == dim and out.features.dtype == torch.float32
+    if dim != backbone.embed_dim:  # features outside CLIP's space: the head must score the text itself
+        assert callable(getattr(head, "window_logits", None)), f"{type(head).__name__} needs window_logits"
     torch.testing.assert_close(out.features.norm(dim=1), torch.ones(len(out), *grid), atol=1e-5, rtol=0)
     assert set(out.extras) == set(head.extras), "extras must be the ones the head declares"
     for key, value in out.extras.items():
@@ -379,6 +397,21 @@ def test_decode_rule_contract(name, tiny_backbone):
     the whole image's labels to labels of the same shape and classes, and the segmenter's
     banded output with it equals a single band's."""
     rule = tiny(DECODE_RULES, name)
+    if isinstance(rule, ovdense.rules.WindowRule):  # on the window scores, before stitching
+        seg = tiny_segmenter(tiny_backbone, head=_ExtraHead(),
+                             decode=dict(rules=[dict(type=name, **TINY.get(name, {}))]))
+        ctx = context_of(seg)
+        scores = torch.rand(len(ctx.features), 4, *ctx.features.shape[-2:])
+        out = rule(scores, ctx, seg.encoded_vocabulary)
+        assert out.shape == scores.shape and torch.isfinite(out).all()
+        sub = dataclasses.replace(ctx, features=ctx.features[1:2], boxes=ctx.boxes[1:2],
+                                  extras={k: v[1:2] for k, v in ctx.extras.items()})
+        torch.testing.assert_close(rule(scores[1:2], sub, seg.encoded_vocabulary), out[1:2])  # window by window
+        image = np.random.default_rng(5).integers(0, 256, (80, 48, 3), dtype=np.uint8)
+        one = seg.predict(image)
+        seg.max_chunk_mb = 0.01
+        np.testing.assert_array_equal(seg.predict(image).label_map, one.label_map)
+        return
     if isinstance(rule, ovdense.rules.LabelRule):
         features = {n: NAMED_PROVIDERS.get(n, PROVIDER_FOR_TESTS) for n in rule.requires}
         for spec in list(features.values()):

@@ -68,8 +68,22 @@ def scenes(world):
     return [world.sample(HELDOUT_START + i) for i in range(N_SCENES)]
 
 
+def head_spec(head):
+    """A head by name; Talk2DINO gets a random projection from the tiny CLIP's text width to the
+    tiny DINO's (no trained projection exists for these fixtures: a smoke run)."""
+    if head != "talk2dino":
+        return head
+    import json
+
+    with open(CONFIG_PATH) as fh:
+        clip_dim = json.load(fh)["embed_dim"]
+    with open(os.path.join(os.path.dirname(__file__), "fixtures", "synth_dino", "model.json")) as fh:
+        dino_dim = json.load(fh)["model_kwargs"]["embed_dim"]
+    return dict(type=head, projection=dict(clip_dim=clip_dim, dino_dim=dino_dim))
+
+
 def segmenter(head, names):
-    seg = ovdense.OVSegmenter(backbone=dict(clip_model=CONFIG_PATH, pretrained=WEIGHTS_PATH), head=head,
+    seg = ovdense.OVSegmenter(backbone=dict(clip_model=CONFIG_PATH, pretrained=WEIGHTS_PATH), head=head_spec(head),
                               features=synthetic_providers(head),
                               preprocess=dict(short_side=None), windows=dict(crop=0),
                               decode=dict(logit_scale=LOGIT_SCALE), text_encoder=dict(templates=[TEMPLATE]),

@@ -172,6 +172,11 @@ def _prob(text: str) -> float:
     return value
 
 
+def probability(text: str) -> float:
+    """argparse type for a value in [0, 1]."""
+    return _prob(text)
+
+
 def positive_batch(text: str) -> int:
     """argparse type for image batch sizes."""
     return _pos_int(text)

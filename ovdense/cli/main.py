@@ -31,6 +31,7 @@ from .common import (
     load_cli_config,
     positive_batch,
     print_error,
+    probability,
     resolve_config_name,
     run_guarded,
 )
@@ -120,6 +121,10 @@ def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
         cfg.refine_at = args.refine_at
     if args.select_classes:  # the config section select_classes (its options may come from --cfg-options)
         cfg.select_classes = {"type": "presence", **dict(cfg.get("select_classes") or {})}
+    if args.references is not None:
+        check_file(args.references, "reference file")
+    if args.reference_weight is not None and args.references is None:
+        raise UserError("--reference-weight needs --references FILE")
     if classes is None:
         classes, cfg_background = _config_classes(cfg)
         background = cfg_background if background is None else background
@@ -133,6 +138,9 @@ def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
     config["classes"] = {"names": [list(s) for s in vocab.synonyms], "background": vocab.has_background}
     if encoded is not None:  # other embeddings for the same names are another run (checked at --resume)
         config["classes"]["vocabulary_sha256"] = _file_sha256(args.vocabulary)
+    if args.references is not None:  # other prototypes or weight are another run (checked at --resume)
+        config["references"] = {"file": os.path.abspath(args.references), "sha256": _file_sha256(args.references),
+                                "weight": 0.5 if args.reference_weight is None else args.reference_weight}
     from ..runtime import resolve_device, resolve_dtype
 
     try:
@@ -153,6 +161,11 @@ def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
         seg = build_segmenter(cfg, args, classes=classes, background=background)
     if encoded is not None:
         _check_vocabulary_width(encoded, seg.backbone.embed_dim, args.vocabulary)
+    if args.references is not None:
+        try:
+            seg.set_references(args.references, config["references"]["weight"])
+        except (OSError, ValueError) as err:
+            raise UserError(str(err)) from None
     seg.config = config
     dist = init_distributed(seg.device)
     info = {"config": config, "command": shlex.join(["ovdense", *argv]), "cwd": os.getcwd(),
@@ -420,6 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-image class selection before decoding (off by default): keep only the classes each "
                         "image plausibly contains, by CLIP's whole-image similarity and their area in the dense "
                         "logits (selector 'presence'; options via --cfg-options select_classes.KEY=VALUE)")
+    x.add_argument("--references", default=None, metavar="FILE",
+                   help="class prototypes from labelled reference images (ovdense add-references), fused with the "
+                        "text of their classes")
+    x.add_argument("--reference-weight", type=probability, default=None, metavar="W",
+                   help="the prototypes' share in the fused class queries, 0-1 (default 0.5)")
     x.add_argument("--save-txt", action="store_true",
                    help="also write txt/<name>.txt: one YOLO line per connected region of each class "
                         "(class x_center y_center width height, normalised) and classes.txt naming the ids")
@@ -443,6 +461,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true", help="no text-encoding progress bar")
     add_model_options(e)
     e.set_defaults(func=cmd_encode_classes)
+
+    from .references import REFERENCES_EXAMPLES, add_references_args
+
+    add_references_args(sub.add_parser(
+        "add-references", help="class prototypes from a few labelled images (segment --references)",
+        description="Average the segmenter's dense features over the labelled pixels of a few reference images, "
+                    "per class, and write the prototypes to a file; `ovdense segment --references FILE` then "
+                    "fuses them with the text of their classes.", epilog=REFERENCES_EXAMPLES), _add_class_file_args)
 
     from .detect import DETECT_EXAMPLES, add_detect_args
 

@@ -19,7 +19,10 @@ checkpoint's own size and differ by a few 1e-2 on 336-pixel windows.
 as ``[B, heads * head_dim, h, w]`` (channel ``head * head_dim + d``, the layout of DINO's
 ``qkv[1]`` reshaped by CASS), computed with timm's own ``norm1`` / ``attn.qkv`` / ``q_norm`` /
 ``k_norm`` in the provider's forward (no hooks, no patching); ``"q+k"`` is their sum (the
-features CorrCLIP and Trident read from DINO's last ``qkv``).
+features CorrCLIP and Trident read from DINO's last ``qkv``). ``"tokens+cls_attn"`` returns the tokens
+followed by ``heads`` channels: the CLS query's attention logits over the patches in that block
+(``q_cls k^T`` times the block's scale, before the softmax, per head; registers left out), the map
+Talk2DINO's background cleaning reads (its official code hooks the last block's ``qkv``).
 
 Two input options reproduce how CASS (CVPR 2025) feeds DINO, for parity with its official code:
 ``denorm`` re-creates the image CASS hands to DINO from the window: the official code CLIP-
@@ -28,6 +31,12 @@ contrast shrinks by about 0.85-0.92 per channel and the colours shift) and trunc
 ``"cass_official"`` uses the official std ``(0.229, 0.224, 0.255)`` (a typo for 0.225 in the
 blue channel), ``"cass"`` the intended 0.225. ``square_input`` resizes every window to a square
 of its short side first (PIL bicubic on the uint8 image), as the official code does before DINO.
+
+``resize_mode`` is the filter of the ``input_size`` resize (``"bicubic"``, or ``"bilinear"`` as
+torchvision's ``T.Resize`` on a tensor, without antialiasing: torchvision < 0.17, Talk2DINO's pin).
+``bgr`` swaps the red and blue channels of the windows first: the image a caller gets who hands an
+RGB image to code that expects BGR (Talk2DINO's ``generate_masks`` flips BGR to RGB; its demo reads
+RGB and so feeds DINOv2 BGR).
 """
 from __future__ import annotations
 
@@ -132,16 +141,24 @@ class TimmViTFeatures(FeatureProvider):
         denorm: None (the window as it is), ``"cass_official"`` or ``"cass"``: the image CASS's
             official code gives DINO (see the module doc; ``"cass_official"`` keeps its std typo).
         square_input: resize each window to a square of its short side (PIL bicubic) first.
+        resize_mode: filter of the ``input_size`` resize: ``"bicubic"`` or ``"bilinear"`` (no antialiasing).
+        bgr: swap the windows' red and blue channels first (see the module doc).
     """
 
     POS_INTERP = ("timm", "dino")
-    OUTPUTS = ("tokens", "q", "k", "v", "q+k")
+    OUTPUTS = ("tokens", "q", "k", "v", "q+k", "tokens+cls_attn")
+    RESIZE_MODES = ("bicubic", "bilinear")
 
     def __init__(self, model_name: str = "vit_base_patch16_224.dino", weights: Optional[str] = None,
                  layer: int = -1, norm: bool = True, input_size: Optional[Sequence[int]] = None,
                  model_kwargs: Optional[Mapping[str, Any]] = None, pos_interp: str = "timm",
-                 output: str = "tokens", denorm: Optional[str] = None, square_input: bool = False) -> None:
+                 output: str = "tokens", denorm: Optional[str] = None, square_input: bool = False,
+                 resize_mode: str = "bicubic", bgr: bool = False) -> None:
         super().__init__()
+        if resize_mode not in self.RESIZE_MODES:
+            raise ValueError(f"timm_vit: resize_mode must be one of {self.RESIZE_MODES}, got {resize_mode!r}")
+        self.resize_mode = resize_mode
+        self.bgr = bool(bgr)
         if pos_interp not in self.POS_INTERP:
             raise ValueError(f"timm_vit: pos_interp must be one of {self.POS_INTERP}, got {pos_interp!r}")
         if output not in self.OUTPUTS:
@@ -252,38 +269,66 @@ class TimmViTFeatures(FeatureProvider):
         tokens = tokens[:, m.num_prefix_tokens:]
         return tokens.reshape(b, rows, cols, -1).permute(0, 3, 1, 2).contiguous()
 
+    def _block_qkv(self, x: torch.Tensor, index: int, square: bool):
+        """``(tokens entering block index, (q, k, v) [B, heads, N, d] of its attention))``, prefix
+        tokens included, with timm's ``norm1`` and ``attn.qkv`` (before ``q_norm`` / ``k_norm``)."""
+        m = self.model
+        tokens = self._embed(x, square)
+        for blk in m.blocks[:index]:
+            tokens = blk(tokens)
+        blk = m.blocks[index]
+        b, n = tokens.shape[:2]
+        qkv = blk.attn.qkv(blk.norm1(tokens)).reshape(b, n, 3, blk.attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+        return tokens, tuple(qkv.unbind(0))
+
     def _forward_projection(self, x: torch.Tensor, index: int, square: bool) -> torch.Tensor:
         """``q``, ``k`` or ``v`` of block ``index`` (timm's ``norm1``, ``attn.qkv``, ``q_norm``, ``k_norm``)
         on the patch tokens, as ``[B, heads * head_dim, rows, cols]``."""
         m = self.model
         b = x.shape[0]
         rows, cols = x.shape[-2] // self.patch_size[0], x.shape[-1] // self.patch_size[1]
-        tokens = self._embed(x, square)
-        for blk in m.blocks[:index]:
-            tokens = blk(tokens)
-        blk = m.blocks[index]
-        attn = blk.attn
-        n = tokens.shape[1]
-        qkv = attn.qkv(blk.norm1(tokens)).reshape(b, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        _, (q, k, v) = self._block_qkv(x, index, square)
+        attn = m.blocks[index].attn
         out = {"q": lambda: attn.q_norm(q), "k": lambda: attn.k_norm(k), "v": lambda: v,
                "q+k": lambda: attn.q_norm(q) + attn.k_norm(k)}[self.output]()
         out = out[:, :, m.num_prefix_tokens:]  # [B, heads, rows * cols, d]
         return out.transpose(2, 3).reshape(b, -1, rows, cols).contiguous()
 
+    def _forward_tokens_attn(self, x: torch.Tensor, index: int, square: bool) -> torch.Tensor:
+        """Tokens of block ``index`` (normed as ``norm`` says) and that block's CLS-query attention
+        logits over the patch tokens, ``[B, C + heads, rows, cols]``."""
+        m = self.model
+        b = x.shape[0]
+        rows, cols = x.shape[-2] // self.patch_size[0], x.shape[-1] // self.patch_size[1]
+        tokens, (q, k, _) = self._block_qkv(x, index, square)
+        blk = m.blocks[index]
+        attn = blk.attn
+        q, k = attn.q_norm(q), attn.k_norm(k)
+        prefix = m.num_prefix_tokens
+        cls_attn = (q[:, :, :1] * attn.scale) @ k[:, :, prefix:].transpose(-2, -1)  # [B, heads, 1, rows * cols]
+        tokens = blk(tokens)
+        if self.norm:
+            tokens = m.norm(tokens)
+        tokens = tokens[:, prefix:].reshape(b, rows, cols, -1).permute(0, 3, 1, 2)
+        return torch.cat([tokens, cls_attn.reshape(b, -1, rows, cols)], dim=1).contiguous()
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.bgr:
+            images = images.flip(-3)
         if self.denorm is not None:
             images = cass_denorm(images, DENORM_STD[self.denorm])
         if self.square_input:
             images = pil_square(images)
         x = (images.float() - self.mean) / self.std
         if self.input_size is not None:
-            x = F.interpolate(x, size=self.input_size, mode="bicubic", align_corners=False)
+            x = F.interpolate(x, size=self.input_size, mode=self.resize_mode, align_corners=False)
         square = x.shape[-2] == x.shape[-1]  # before the crop, as DINO sees the uncropped window
         ph, pw = self.patch_size
         x = x[..., : x.shape[-2] // ph * ph, : x.shape[-1] // pw * pw]
         dtype = next(self.model.parameters()).dtype
         index = self.layer if self.layer >= 0 else len(self.model.blocks) + self.layer
+        if self.output == "tokens+cls_attn":
+            return self._forward_tokens_attn(x.to(dtype), index, square).float()
         if self.output != "tokens":
             return self._forward_projection(x.to(dtype), index, square).float()
         if self.pos_interp == "dino":
@@ -294,4 +339,4 @@ class TimmViTFeatures(FeatureProvider):
     def extra_repr(self) -> str:
         return (f"model_name={self.model_name!r}, layer={self.layer}, norm={self.norm}, input_size={self.input_size}, "
                 f"pos_interp={self.pos_interp!r}, output={self.output!r}, denorm={self.denorm!r}, "
-                f"square_input={self.square_input}")
+                f"square_input={self.square_input}, resize_mode={self.resize_mode!r}, bgr={self.bgr}")

@@ -43,6 +43,11 @@ class Head(nn.Module):
         extras: names of the per-window maps the head puts in ``DenseFeatures.extras``
             (e.g. a background map); later stages read them as ``ImageContext.canvas(name)``
             or ``band.map(name)`` and may declare them in their own ``requires``.
+
+    A head whose features do not live in CLIP's embedding space (Talk2DINO: DINOv2 patch
+    features) says so with :meth:`feature_dim` and must score windows itself with a
+    ``window_logits(context, text, backbone)`` method (the segmenter's ``window_scorer`` seam),
+    which maps CLIP's text embeddings into its space.
     """
 
     keep_residual: bool = True
@@ -60,6 +65,11 @@ class Head(nn.Module):
         provider's grid returns that grid; ``providers`` are the configured ones by name)."""
         ph, pw = backbone.patch_size
         return window_size[0] // ph, window_size[1] // pw
+
+    def feature_dim(self, backbone: CLIPBackbone, providers: Optional[Mapping[str, torch.nn.Module]] = None) -> int:
+        """Width ``D`` of the features this head returns: CLIP's ``embed_dim`` unless the head
+        says otherwise (it then scores windows itself, see the class doc)."""
+        return int(backbone.embed_dim)
 
     def mix(self, view: BlockView, aux: Optional[Mapping[str, torch.Tensor]] = None) -> torch.Tensor:
         """Return the attended values ``[B, heads, N, d]`` (attention weights times ``v``)."""

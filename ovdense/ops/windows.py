@@ -4,16 +4,23 @@
 ``i * stride`` and the last one is shifted back to end at the border. When the image is
 smaller than the crop the window is the whole axis (no padding), so every window of one
 image has the same size and all of them run as one batch.
+
+Padding (``pad_to``) comes in two modes: ``"centre"`` (ClearCLIP, ProxyCLIP: zeros of the
+normalised image, i.e. the mean colour, centred; the padding is cut from the window's output)
+and ``"end"`` (CLIP-DINOiser's ``make_input_divisible``: black pixels, i.e. 0 on the uint8 image
+before normalisation, at the bottom and right, a whole-image pass included; the output of the
+padded window is resized over the unpadded window, as its mmseg ``encode_decode`` does).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
 Box = Tuple[int, int, int, int]  # y1, y2, x1, x2
+PAD_MODES = ("centre", "end")
 
 
 def _starts(size: int, crop: int, stride: int) -> List[Tuple[int, int]]:
@@ -43,11 +50,28 @@ def centred_padding(height: int, width: int, multiple: int) -> Tuple[int, int, i
     return (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
 
 
+def end_padding(height: int, width: int, multiple: int) -> Tuple[int, int, int, int]:
+    """``(left, right, top, bottom)`` padding to the next multiple at the bottom and right (CLIP-DINOiser)."""
+    if multiple <= 1:
+        return (0, 0, 0, 0)
+    return (0, (-width) % multiple, 0, (-height) % multiple)
+
+
 def crop_windows(image: torch.Tensor, boxes: List[Box], pad: Tuple[int, int, int, int] = (0, 0, 0, 0),
-                 value: float = 0.0) -> torch.Tensor:
-    """Stack the windows of ``image`` [C, H, W] into ``[n, C, h, w]`` (padded with ``value`` if asked)."""
+                 value: Union[float, torch.Tensor] = 0.0) -> torch.Tensor:
+    """Stack the windows of ``image`` [C, H, W] into ``[n, C, h, w]`` (padded with ``value`` if asked:
+    a number, or one value per channel ``[C]``)."""
     crops = torch.stack([image[:, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes])
-    return F.pad(crops, pad, value=value) if any(pad) else crops
+    if not any(pad):
+        return crops
+    if not isinstance(value, torch.Tensor):
+        return F.pad(crops, pad, value=value)
+    left, right, top, bottom = pad
+    h, w = crops.shape[-2:]
+    out = value.to(crops).view(1, -1, 1, 1).expand(crops.shape[0], crops.shape[1], h + top + bottom,
+                                                    w + left + right).clone()
+    out[:, :, top:top + h, left:left + w] = crops
+    return out
 
 
 def stitch(window_logits: torch.Tensor, boxes: List[Box], size: Tuple[int, int]) -> torch.Tensor:
@@ -70,17 +94,23 @@ class SlidingWindows:
         stride: step between windows.
         pad_to: zero-pad each window, centred, to a multiple of this (ClearCLIP: the patch
             size; 0 = none, the patch embedding floors leftover pixels as SCLIP/NACLIP do).
+        pad_mode: ``"centre"`` (default, as above) or ``"end"``: pad with black pixels (0 on the
+            uint8 image, before normalisation) at the bottom and right, also in a whole-image pass,
+            and stretch the padded window's output over the unpadded window (CLIP-DINOiser).
     """
 
     crop: int = 224
     stride: int = 112
     pad_to: int = 0
+    pad_mode: str = "centre"
 
     def __post_init__(self) -> None:
         if self.crop < 0 or (self.crop > 0 and self.stride <= 0):
             raise ValueError(f"windows: crop must be >= 0 and stride > 0, got crop={self.crop}, stride={self.stride}")
         if self.pad_to < 0:
             raise ValueError(f"windows: pad_to must be >= 0, got {self.pad_to}")
+        if self.pad_mode not in PAD_MODES:
+            raise ValueError(f"windows: pad_mode must be one of {PAD_MODES}, got {self.pad_mode!r}")
 
     @property
     def whole(self) -> bool:
@@ -89,7 +119,9 @@ class SlidingWindows:
     def plan(self, size: Tuple[int, int]) -> Tuple[List[Box], Tuple[int, int, int, int]]:
         """``(boxes, pad)`` for an image of ``size``: window boxes and the padding of every window."""
         boxes = window_boxes(size[0], size[1], self.crop, self.stride)
+        y1, y2, x1, x2 = boxes[0]
+        if self.pad_mode == "end":
+            return boxes, end_padding(y2 - y1, x2 - x1, self.pad_to)
         if self.whole:
             return boxes, (0, 0, 0, 0)
-        y1, y2, x1, x2 = boxes[0]
         return boxes, centred_padding(y2 - y1, x2 - x1, self.pad_to)

@@ -13,6 +13,14 @@ A :class:`LabelRule` instead works on the finished label map of the whole image,
 the argmax and the threshold (CorrCLIP's map correction: each region takes its most frequent
 label); it reads the image's :class:`~ovdense.structures.ImageContext`. Both kinds sit in the
 decoder's ``rules`` list; pixel rules run first, band by band, label rules at the end.
+
+A :class:`WindowRule` works on every window's class scores before the windows are stitched
+(CLIP-DINOiser's FOUND background, which the official code applies to each window's
+probabilities on the patch grid): it gets the scores ``[n_windows, Q, h, w]`` the head made
+(the cosines, or the head's own ``window_logits``), the image's context (``context.extras[name]``
+are the head's per-window maps, ``[n_windows, C, h', w']``) and the encoded vocabulary, and
+returns scores of the same shape. It runs wherever the segmenter stitches logits for decoding
+(``OVSegmenter.canvas_logits``).
 """
 from __future__ import annotations
 
@@ -54,4 +62,19 @@ class LabelRule:
     def __call__(self, labels: torch.Tensor, context: Any, vocabulary: Vocabulary, scores: Any = None) -> Any:
         """int64 labels ``[H, W]`` of the whole output of ``context`` -> ``[H, W]`` (with
         ``needs_scores``: also the probabilities ``scores`` -> ``(labels, scores)``)."""
+        raise NotImplementedError
+
+
+class WindowRule:
+    """Base class of rules on the window scores, before stitching (see the module doc).
+
+    Attributes:
+        requires: names of the head extras (or window-scope provider outputs) the rule reads.
+    """
+
+    requires: Tuple[str, ...] = ()
+
+    def __call__(self, scores: torch.Tensor, context: Any, vocabulary: Any) -> torch.Tensor:
+        """``[n, Q, h, w]`` window scores of ``context`` -> ``[n, Q, h, w]`` (``vocabulary``: the
+        :class:`~ovdense.structures.EncodedVocabulary` scored)."""
         raise NotImplementedError

@@ -64,11 +64,20 @@ class TextEmbedder:
         batch_size: prompts per text-encoder call.
         progress: show a bar while encoding (only when it takes 4 batches or more); None:
             as :func:`text_progress` says where the encoding runs (shown by default).
+        average: ``"normalized"`` (default: the mean of the L2-normalised template embeddings,
+            normalised again) or ``"raw"``: the mean of the unnormalised template embeddings, left
+            unnormalised (Talk2DINO's ``build_text_embedding``: its projection was trained on raw
+            CLIP text embeddings, whose norm it depends on).
     """
+
+    AVERAGES = ("normalized", "raw")
 
     def __init__(self, backbone: CLIPBackbone, templates: TemplateSpec = "openai80",
                  cache_dir: Optional[str] = None, batch_size: int = 256,
-                 progress: Optional[bool] = None) -> None:
+                 progress: Optional[bool] = None, average: str = "normalized") -> None:
+        if average not in self.AVERAGES:
+            raise ValueError(f"text_encoder: average must be one of {self.AVERAGES}, got {average!r}")
+        self.average = average
         self.backbone = backbone
         self.progress = progress
         self.templates = resolve_templates(templates)
@@ -85,6 +94,8 @@ class TextEmbedder:
         h.update(self.backbone.name.encode())
         h.update(self.backbone.weights_fingerprint().encode())
         h.update("\n".join(self.templates).encode())
+        if self.average != "normalized":
+            h.update(f"\naverage={self.average}".encode())
         return h.hexdigest()[:20]
 
     def _disk_path(self) -> Optional[str]:
@@ -166,11 +177,13 @@ class TextEmbedder:
         bar = tqdm(starts, desc=f"text ({len(queries)} queries x {len(self.templates)} templates)", unit="batch",
                    disable=not show or len(starts) < 4, leave=False)
         chunks = [self.backbone.encode_text(prompts[i:i + self.batch_size]).float() for i in bar]
+        if self.average == "raw":
+            return torch.cat(chunks).reshape(len(queries), len(self.templates), -1).mean(dim=1)
         emb = F.normalize(torch.cat(chunks), dim=-1).reshape(len(queries), len(self.templates), -1)
         return F.normalize(emb.mean(dim=1), dim=-1)
 
     def __call__(self, queries: Sequence[str]) -> torch.Tensor:
-        """``[Q, D]`` float32 L2-normalised embeddings, on CPU."""
+        """``[Q, D]`` float32 embeddings, on CPU (L2-normalised unless ``average="raw"``)."""
         with self._lock:
             self._load_disk()
             missing = list(dict.fromkeys(q for q in queries if q not in self._memory))
