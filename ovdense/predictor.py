@@ -386,7 +386,9 @@ class OVSegmenter:
 
     def _window_forward(self, crops: torch.Tensor, aux: Mapping[str, torch.Tensor]) -> DenseFeatures:
         """CLIP prefix + head on normalised crops ``[B, 3, H, W]``."""
-        view = self.backbone.prefix(crops, taps=self.head.taps, keep_inputs=self.head.keeps_block_inputs)
+        view = None
+        if self.head.reads_clip_image:  # a head reading providers alone skips CLIP's image tower (Talk2DINO)
+            view = self.backbone.prefix(crops, taps=self.head.taps, keep_inputs=self.head.keeps_block_inputs)
         return self.head(view, self.backbone, aux)
 
     @torch.no_grad()
@@ -504,8 +506,10 @@ class OVSegmenter:
                 if heads is None:
                     per_head = {None: self._forward(batch, window_aux)}
                 else:
-                    view = self.backbone.prefix(batch, taps=sorted({t for h in head_map.values() for t in h.taps}),
-                                                keep_inputs=any(h.keeps_block_inputs for h in head_map.values()))
+                    view = None
+                    if any(h.reads_clip_image for h in head_map.values()):
+                        view = self.backbone.prefix(batch, taps=sorted({t for h in head_map.values() for t in h.taps}),
+                                                    keep_inputs=any(h.keeps_block_inputs for h in head_map.values()))
                     per_head = {name: head(view, self.backbone, window_aux) for name, head in head_map.items()}
                 for name, dense in per_head.items():
                     for k, (i, _) in enumerate(chunk):

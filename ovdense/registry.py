@@ -25,6 +25,13 @@ ovdense's node there (scope ``ovdense``) and the seven kind registries are its c
 name is unique across the kinds, so mmengine's ``MODELS.build(dict(type='ovdense.pamr'))``
 (or ``type='pamr'`` under ``default_scope='ovdense'``, as a ``Runner`` config sets it)
 builds the same class as ``build(REFINERS, 'pamr')``.
+
+Training (``tools/train_head.py``, mmengine's ``Runner`` with ``default_scope='ovdense'``) adds four
+nodes whose entries live in the application package ``ovdense.train`` (imported on first look-up,
+never by the library): ``TRAINING_MODELS`` (a child of :data:`MODELS`: ``model=dict(type=
+'DINOiserTrainer')``), ``DATASETS``, ``HOOKS`` and ``MODEL_WRAPPERS`` (children, scope ``ovdense``, of
+mmengine's registries of those names; a name they lack falls back to mmengine's own, so
+``CheckpointHook`` or ``default_collate`` still resolve).
 """
 from __future__ import annotations
 
@@ -32,6 +39,9 @@ import importlib
 import pkgutil
 from typing import Any, Iterable, List, Mapping, Optional
 
+from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
@@ -62,6 +72,13 @@ DECODE_RULES = Registry("decode rule", parent=MODELS, scope="ovdense_rules", loc
 PROPOSALS = Registry("proposal source", parent=MODELS, scope="ovdense_proposals", locations=["ovdense.proposals"])
 SCORERS = Registry("region scorer", parent=MODELS, scope="ovdense_scorers", locations=["ovdense.scorers"])
 CLASS_SELECTORS = Registry("class selector", parent=MODELS, scope="ovdense_select", locations=["ovdense.select"])
+
+# Training (``tools/train_head.py``): entries live in the application package ``ovdense.train``, which the
+# library never imports; mmengine's Runner (``default_scope='ovdense'``) reaches them through these nodes.
+TRAINING_MODELS = Registry("training model", parent=MODELS, scope="ovdense_training", locations=["ovdense.train"])
+DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, scope="ovdense", locations=["ovdense.train"])
+HOOKS = Registry("hook", parent=MMENGINE_HOOKS, scope="ovdense", locations=["ovdense.train"])
+MODEL_WRAPPERS = Registry("model wrapper", parent=MMENGINE_MODEL_WRAPPERS, scope="ovdense", locations=["ovdense.train"])
 
 ALL_REGISTRIES = (HEADS, FEATURES, REFINERS, DECODE_RULES, PROPOSALS, SCORERS, CLASS_SELECTORS)
 

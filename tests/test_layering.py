@@ -7,7 +7,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "ovdense"
 #: Subpackages that use the library; the core never imports them.
 APPLICATIONS = ("ovdense.cli", "ovdense.apps", "ovdense.bench", "ovdense.evaluation", "ovdense.datasets",
-                "ovdense.synthetic", "ovdense.training")
+                "ovdense.synthetic", "ovdense.training", "ovdense.train")
 
 
 def _module_name(path: Path) -> str:

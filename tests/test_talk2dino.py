@@ -255,3 +255,16 @@ def test_segment_cli(tmp_path, weights):
     label = np.array(Image.open(out / "labels" / "a.png.png"))
     assert label.shape == (36, 44)
     assert os.path.isfile(out / "run.json")
+
+
+def test_clip_image_tower_is_not_run(golden_backbone, golden_inputs, weights, monkeypatch):
+    """Talk2DINO's scores come from DINOv2 and the projected text alone: the segmenter skips CLIP's
+    image tower for it (``reads_clip_image = False``), with the same scores."""
+    seg = segmenter(golden_backbone, weights)
+    expected = canvas(seg, golden_inputs, "img")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("CLIP's image tower ran")
+
+    monkeypatch.setattr(golden_backbone, "prefix", refuse)
+    torch.testing.assert_close(canvas(seg, golden_inputs, "img"), expected, atol=0, rtol=0)

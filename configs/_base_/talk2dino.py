@@ -16,7 +16,7 @@
 # averaged scores (logit_scale 1), with a constant background score bg_thresh in front where the
 # dataset has a background class (leaf configs: 0.55 for VOC21, PC60, COCO-Object); background
 # cleaning (lambda 0.2) on VOC21 and COCO-Object (leaf configs).
-# CLIP's vision tower is not used (the segmenter still runs it: wasted work, see the head's doc).
+# CLIP's vision tower is not used (the head says so and the segmenter skips it).
 #
 # Weights, read from local files (nothing is downloaded; paths relative to the working directory):
 #   checkpoints/talk2dino_vitb_mlp_infonce.pth: the official weights/vitb_mlp_infonce.pth

@@ -36,6 +36,9 @@ class Head(nn.Module):
             whose outputs :meth:`forward` reads from ``aux``.
         taps: indices of CLIP blocks whose output tokens :meth:`forward` reads from
             ``view.taps`` (e.g. ``(-3,)`` for CLIP-DINOiser's intermediate layer).
+        reads_clip_image: False for a head whose features come from providers alone (Talk2DINO:
+            DINOv2's tokens against projected text): the segmenter then skips CLIP's image tower
+            and passes ``view=None``.
         context_requires: image-scope providers the head reads itself from the context in
             ``finish_context`` (Trident's SAM): configured, but not cut into the windows.
         keeps_block_inputs: the head reads ``view.inputs``, the tokens entering every CLIP
@@ -56,6 +59,7 @@ class Head(nn.Module):
     taps: Tuple[int, ...] = ()
     keeps_block_inputs: bool = False
     context_requires: Tuple[str, ...] = ()
+    reads_clip_image: bool = True
     extras: Tuple[str, ...] = ()
 
     def output_grid(self, window_size: Tuple[int, int], backbone: CLIPBackbone,

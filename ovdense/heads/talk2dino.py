@@ -164,6 +164,7 @@ class Talk2DINOHead(Head):
 
     keep_residual = False
     keep_ffn = False
+    reads_clip_image = False  # DINOv2's tokens against projected text: CLIP's image tower is not run
     ATTN = "talk2dino_attn"
     NORM = "talk2dino_norm"
 
