@@ -4,6 +4,7 @@ the loss goes down, a resumed run equals an uninterrupted one, the exported chec
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import subprocess
@@ -89,6 +90,9 @@ class _Interrupt:
             runner.train_loop.stop_training = True
 
 
+_RUNS = itertools.count()
+
+
 def run(cfg, resume=False, stop_after=None):
     from mmengine.config import Config
 
@@ -96,6 +100,9 @@ def run(cfg, resume=False, stop_after=None):
 
     cfg = Config(copy.deepcopy(cfg))
     cfg.resume = resume
+    # mmengine names a run's message hub by its experiment name, a timestamp by default: two runs
+    # started in the same second would share one loss history
+    cfg.experiment_name = f"test-{next(_RUNS)}"
     runner = HeadRunner.from_cfg(cfg)
     if stop_after is not None:
         from mmengine.hooks import Hook

@@ -21,10 +21,17 @@ def unwrap(model):
 
 
 def save_head_checkpoint(model, path: str, **meta) -> str:
-    """Write ``{'model_state_dict': model.export_state(), **meta}`` (the official ``last.pt`` layout)."""
+    """Write the head in its official layout: ``model.export_checkpoint(**meta)`` where the model has one
+    (Talk2DINO: the bare projection state dict), else ``{'model_state_dict': model.export_state(), **meta}``
+    (CLIP-DINOiser's ``last.pt``)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
-    torch.save(dict(meta, model_state_dict=unwrap(model).export_state()), tmp)
+    model = unwrap(model)
+    if hasattr(model, "export_checkpoint"):
+        obj = model.export_checkpoint(**meta)
+    else:
+        obj = dict(meta, model_state_dict=model.export_state())
+    torch.save(obj, tmp)
     os.replace(tmp, path)
     return path
 
@@ -33,7 +40,7 @@ def save_head_checkpoint(model, path: str, **meta) -> str:
 class HeadExportHook(Hook):
     """Writes the trained head in its official checkpoint layout (``work_dir/filename``) after training
     and, with ``interval``, every ``interval`` iterations; ``head=dict(type='dinoiser', checkpoint=...)``
-    reads it. Only the main process writes."""
+    (or ``type='talk2dino'`` for the Talk2DINO trainer's projection) reads it. Only the main process writes."""
 
     priority = "VERY_LOW"
 
