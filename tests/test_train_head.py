@@ -3,8 +3,6 @@ the loss goes down, a resumed run equals an uninterrupted one, the exported chec
 ``dinoiser`` head loads, and the CLI runs end to end (tiny random models, CPU, a few iterations)."""
 from __future__ import annotations
 
-import copy
-import itertools
 import json
 import os
 import subprocess
@@ -15,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from training_helpers import losses, run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CLIP = {"embed_dim": 32, "quick_gelu": False,
@@ -70,50 +70,6 @@ def tiny_config(clip_json, images, work_dir, max_iters=4, checkpoint_interval=2,
         env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend="gloo")),
         log_level="WARNING",
     )
-
-
-class _Interrupt:
-    """A hook that stops the training loop after ``n`` iterations, as a killed job would stop."""
-
-    priority = "LOWEST"
-
-    def __init__(self, n):
-        self.n = n
-
-    def __getattr__(self, name):  # every other hook point: nothing
-        if name.startswith(("before_", "after_")):
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        if runner.iter >= self.n:
-            runner.train_loop.stop_training = True
-
-
-_RUNS = itertools.count()
-
-
-def run(cfg, resume=False, stop_after=None):
-    from mmengine.config import Config
-
-    from ovdense.train import HeadRunner
-
-    cfg = Config(copy.deepcopy(cfg))
-    cfg.resume = resume
-    # mmengine names a run's message hub by its experiment name, a timestamp by default: two runs
-    # started in the same second would share one loss history
-    cfg.experiment_name = f"test-{next(_RUNS)}"
-    runner = HeadRunner.from_cfg(cfg)
-    if stop_after is not None:
-        from mmengine.hooks import Hook
-
-        runner.register_hook(type("Interrupt", (_Interrupt, Hook), {})(stop_after), "LOWEST")
-    runner.train()
-    return runner
-
-
-def losses(runner):
-    return list(runner.message_hub.get_scalar("train/loss").data[0])
 
 
 def test_registries_reach_the_training_entries():
