@@ -75,15 +75,16 @@ class ReferencePrototypes:
         if encoded.text.shape[1] != self.prototypes.shape[1]:
             raise ValueError(f"reference prototypes are {self.prototypes.shape[1]}-d, the text "
                              f"{encoded.text.shape[1]}-d: they were made with another model")
+        index = {name: k for k, name in enumerate(self.class_names)}
+        per_class = torch.tensor([index.get(name, -1) for name in encoded.vocabulary.class_names])
+        rows = per_class[encoded.query_to_class.cpu()].to(encoded.text.device)  # prototype of every query
+        hit = rows >= 0
+        if not bool(hit.any()):
+            return encoded
         text = encoded.text.clone()
         protos = self.prototypes.to(text.device, text.dtype)
-        hit = False
-        for q, c in enumerate(encoded.vocabulary.query_to_class):
-            name = encoded.vocabulary.class_names[c]
-            if name in self.class_names:
-                text[q] = (1.0 - weight) * text[q] + weight * protos[self.class_names.index(name)]
-                hit = True
-        return EncodedVocabulary(encoded.vocabulary, text) if hit else encoded
+        text[hit] = (1.0 - weight) * text[hit] + weight * protos[rows[hit]]
+        return EncodedVocabulary(encoded.vocabulary, text)
 
     def merged(self, other: "ReferencePrototypes") -> "ReferencePrototypes":
         """Both sets of references pooled (prototypes weighted by their cell counts)."""

@@ -400,10 +400,13 @@ def test_decode_rule_contract(name, tiny_backbone):
     if isinstance(rule, ovdense.rules.WindowRule):  # on the window scores, before stitching
         seg = tiny_segmenter(tiny_backbone, head=_ExtraHead(),
                              decode=dict(rules=[dict(type=name, **TINY.get(name, {}))]))
+        torch.manual_seed(1)  # the background rules act only on a vocabulary with a background class
+        seg.set_classes(["a", "b", "c"], background="bg", embeddings=torch.randn(4, tiny_backbone.embed_dim))
         ctx = context_of(seg)
         scores = torch.rand(len(ctx.features), 4, *ctx.features.shape[-2:])
         out = rule(scores, ctx, seg.encoded_vocabulary)
         assert out.shape == scores.shape and torch.isfinite(out).all()
+        assert not torch.equal(out, scores), "the case must exercise the rule"
         sub = dataclasses.replace(ctx, features=ctx.features[1:2], boxes=ctx.boxes[1:2],
                                   extras={k: v[1:2] for k, v in ctx.extras.items()})
         torch.testing.assert_close(rule(scores[1:2], sub, seg.encoded_vocabulary), out[1:2])  # window by window

@@ -102,6 +102,16 @@ def make_world(world: str):
     raise ValueError(f"world must be 'v1' or 'v2', got {world!r}")
 
 
+def semantic_metrics(seg, scenes, num_classes: int):
+    """``SemanticMetrics`` of ``seg`` on synthetic ``scenes`` (one batched ``predict``)."""
+    from ovdense.evaluation import SemanticEvaluator
+
+    evaluator = SemanticEvaluator(num_classes)
+    for r, s in zip(seg.predict([s.image for s in scenes]), scenes):
+        evaluator.update(r.label_map, s.label_map)
+    return evaluator.compute()
+
+
 def build(head: str, config: str = CONFIG_PATH, weights: str = WEIGHTS_PATH, templates=(TEMPLATE,),
           logit_scale: float = LOGIT_SCALE, world: str = "v1", refiners=()):
     """A CPU segmenter on the tiny CLIP fixture of ``world``; every provider the head or the
@@ -130,7 +140,7 @@ def evaluate(heads: Optional[Sequence[str]] = None, n: int = 100, start: int = H
     import tempfile
 
     import ovdense
-    from ovdense.evaluation import SemanticEvaluator, evaluate_coco
+    from ovdense.evaluation import evaluate_coco
 
     w = make_world(world)
     work_dir = work_dir or tempfile.mkdtemp(prefix="synth_eval_")
@@ -149,10 +159,7 @@ def evaluate(heads: Optional[Sequence[str]] = None, n: int = 100, start: int = H
             raise SystemExit(f"error: unknown refiner suffix in {name!r} (only +pamr)")
         t0 = time.time()
         seg = build(head, config, weights, world=world, refiners=refiners)
-        evaluator = SemanticEvaluator(w.num_classes)
-        for r, s in zip(seg.predict([s.image for s in scenes]), scenes):
-            evaluator.update(r.label_map, s.label_map)
-        m = evaluator.compute()
+        m = semantic_metrics(seg, scenes, w.num_classes)
         coco = evaluate_coco(seg, ann, os.path.join(work_dir, "images"), background=False, progress=False,
                              classes_file=os.path.join(work_dir, "names.txt"))
         iou = np.asarray(m.iou, dtype=np.float64) / 100

@@ -54,9 +54,7 @@ def build(spec):
 
 
 def evaluate(specs: dict, n: int = 50, start: int = 0) -> dict:
-    from synthetic_eval import make_world
-
-    from ovdense.evaluation import SemanticEvaluator
+    from synthetic_eval import make_world, semantic_metrics
 
     world = make_world("v2")
     scenes = [world.sample(i) for i in world.indices("eval", n, start)]
@@ -64,10 +62,7 @@ def evaluate(specs: dict, n: int = 50, start: int = 0) -> dict:
     for name, spec in specs.items():
         t0 = time.time()
         seg = build(spec)
-        ev = SemanticEvaluator(world.num_classes)
-        for r, s in zip(seg.predict([s.image for s in scenes]), scenes):
-            ev.update(r.label_map, s.label_map)
-        m = ev.compute()
+        m = semantic_metrics(seg, scenes, world.num_classes)
         out[name] = {"mIoU": m.mIoU / 100, "pixel_acc": m.aAcc / 100, "seconds": time.time() - t0}
     return out
 

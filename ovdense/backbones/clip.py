@@ -332,6 +332,14 @@ class CLIPBackbone(nn.Module):
         size = (int(images.shape[-2]), int(images.shape[-1]))
         return BlockView(x=x, q=q, k=k, v=v, grid=self.grid_for(size), input_size=size, taps=kept, inputs=inputs)
 
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """CLIP's own image embedding of normalised images ``[B, 3, H, W]``: the whole tower with
+        the unchanged last block, the CLS token through ``ln_post`` and ``proj``, L2-normalised
+        (float32 ``[B, D]``; open_clip's ``encode_image`` at the native size)."""
+        view = self.prefix(images.to(self.device, self.dtype))
+        tokens = self.run_blocks(view.x, [self.last_block])
+        return F.normalize(self.project(tokens[:, :1])[:, 0].float(), dim=-1)
+
     def project(self, tokens: torch.Tensor) -> torch.Tensor:
         """``ln_post`` then ``proj`` on ``[B, N, C]`` tokens."""
         x = self.visual.ln_post(tokens)

@@ -84,6 +84,7 @@ from ovdense.bench import latency, roofline
 from ovdense.config import configs_dir, find_config, list_configs, load_config, segmenter_kwargs
 from ovdense.bench.official_cass import OfficialCASS
 from ovdense.bench.official_common import dino_pos_encoding, mha_fast_path, official_dino_model
+from ovdense.bench.timing import best_ms as _best_ms
 from ovdense.heads.cass import CASSHead
 from ovdense.heads.proxyclip import ProxyCLIPHead
 from ovdense.io.writers import atomic_path, write_json
@@ -444,19 +445,6 @@ def plain_baseline(seg: ovdense.OVSegmenter, image: np.ndarray, classes, officia
     t3 = time.perf_counter()
     timings.update(text=(t1 - t0) * 1e3, image=(t2 - t1) * 1e3, refine_decode=(t3 - t2) * 1e3)
     return {"logits": preds, "labels": labels.cpu().numpy(), "timings": timings}
-
-
-def _best_ms(fn, repeats: int, device: torch.device):
-    """Shortest wall time of ``fn()`` over ``repeats`` runs in ms (device synchronised), the
-    least disturbed run on a shared machine; returns (ms, last output)."""
-    times, out = [], None
-    for _ in range(max(1, repeats)):
-        synchronize(device)
-        t0 = time.perf_counter()
-        out = fn()
-        synchronize(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(min(times)), out
 
 
 @torch.no_grad()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -32,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..heads.corrclip import MERGED_ID, connected_components
+from .timing import best_ms as _best_ms
 from ..ops.windows import centred_padding, window_boxes
 
 
@@ -189,15 +189,6 @@ def random_regions(height: int, width: int, count: int, seed: int = 0) -> np.nda
     return paint_regions(masks)
 
 
-def _best_ms(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, (time.perf_counter() - t0) * 1e3)
-    return best
-
-
 def benchmark_corrclip(clip_model: str = "ViT-B-16", pretrained: Optional[str] = None, size=(375, 500),
                        regions: int = 40, repeats: int = 1, dino_weights: Optional[str] = None,
                        tiny_dino: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -237,22 +228,19 @@ def benchmark_corrclip(clip_model: str = "ViT-B-16", pretrained: Optional[str] =
     with torch.no_grad():  # warm both paths (allocator, position-embedding caches)
         seg.predict(loaded)
         official.predict(image, ids)
+    device = seg.device
     ours = {}
-    ours["predict"] = _best_ms(lambda: seg.predict(loaded, return_scores=True), repeats)
+    ours["predict"], mine = _best_ms(lambda: seg.predict(loaded), repeats, device)
     ctx = seg.encode_image(loaded)
     crops = ovdense.ops.windows.crop_windows(seg.preprocess(image), ctx.boxes, ctx.pad)
     raw = ovdense.ops.windows.crop_windows(ctx.resized_image, ctx.boxes, ctx.pad)
     aux = {"regions": seg._image_map_windows(ctx, "regions")}
     with torch.no_grad():
-        ours["clip_prefix"] = _best_ms(lambda: seg.backbone.prefix(crops, keep_inputs=True), repeats)
-        ours["dino_qk"] = _best_ms(lambda: seg.features["dino"](raw), repeats)
-        aux["dino"] = seg.features["dino"](raw)
-        view = seg.backbone.prefix(crops, keep_inputs=True)
-        ours["head"] = _best_ms(lambda: seg.head(view, seg.backbone, aux), repeats)
-    ours["logits_decode_correction"] = _best_ms(lambda: seg.predict(ctx), repeats)
-    base_ms = _best_ms(lambda: official.predict(image, ids), repeats)
-    ref = official.predict(image, ids)
-    mine = seg.predict(loaded, return_scores=True)
+        ours["clip_prefix"], view = _best_ms(lambda: seg.backbone.prefix(crops, keep_inputs=True), repeats, device)
+        ours["dino_qk"], aux["dino"] = _best_ms(lambda: seg.features["dino"](raw), repeats, device)
+        ours["head"], _ = _best_ms(lambda: seg.head(view, seg.backbone, aux), repeats, device)
+    ours["logits_decode_correction"], _ = _best_ms(lambda: seg.predict(ctx), repeats, device)
+    base_ms, ref = _best_ms(lambda: official.predict(image, ids), repeats, device)
     logits = seg.query_logits(ctx, seg.encoded_vocabulary)
     return {
         "image": f"{width}x{height}", "regions": int(len(np.unique(ids))), "windows": len(ctx.boxes),

@@ -54,14 +54,13 @@ def reference_pairs(images: str, labels: str) -> List[Tuple[str, str]]:
 
 
 def read_label_map(path: str, size: Tuple[int, int]) -> np.ndarray:
-    from PIL import Image
+    """A reference label PNG (:func:`ovdense.datasets.semseg.load_label_map`: raw indices, palette PNGs
+    by index) checked against its image's ``size``; one-line errors."""
+    from ..datasets.semseg import DatasetError, load_label_map
 
     try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16"):
-                raise UserError(f"{path}: a label map is a single-channel PNG of class indices, got mode {im.mode}")
-            labels = np.array(im).astype(np.int64)
-    except OSError as err:
+        labels = load_label_map(path)
+    except (DatasetError, OSError) as err:
         raise UserError(f"{path}: cannot read the label map ({err})") from None
     if labels.shape != tuple(size):
         raise UserError(f"{path}: label map of size {labels.shape[1]}x{labels.shape[0]}, its image is "

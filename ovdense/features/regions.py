@@ -27,15 +27,15 @@ from ..registry import FEATURES, PROPOSALS, build
 from .base import FeatureProvider
 
 
-def paint_regions(masks: np.ndarray) -> np.ndarray:
-    """Boolean masks ``[n, H, W]`` -> int32 ids ``(H, W)``: sorted by area (stable), smallest
-    first, each painted over the earlier ones with ids 1..n; 0 where no mask lies."""
-    n, height, width = masks.shape
-    out = np.zeros((height, width), dtype=np.int32)
-    order = np.argsort(masks.reshape(n, -1).sum(1), kind="stable")
-    for rank, index in enumerate(order, start=1):
-        out[masks[index]] = rank
-    return out
+def paint_regions(regions: Any) -> np.ndarray:
+    """Class-agnostic regions (``Detections`` with masks, or boolean masks ``[n, H, W]``) -> int32
+    ids ``(H, W)``: sorted by area (stable), smallest first, each painted over the earlier ones with
+    ids 1..n; 0 where no mask lies (:meth:`Detections.label_image` in that order)."""
+    from ..structures import Detections
+
+    dets = regions if isinstance(regions, Detections) else Detections.from_masks(regions)
+    order = np.argsort(dets.mask.reshape(len(dets), -1).sum(1), kind="stable")
+    return dets[order].label_image(*dets.mask.shape[1:])
 
 
 @FEATURES.register_module("regions")
@@ -91,7 +91,7 @@ class RegionMap(FeatureProvider):
                 raise ValueError(f"regions {name!r} are read by image file name, and this image has no path")
             ids = self.read(context.path, size)
         else:
-            ids = paint_regions(self.source(context).mask)
+            ids = paint_regions(self.source(context))
         if np.abs(ids).max(initial=0) >= 2 ** 24:
             raise ValueError(f"regions {name!r}: ids beyond 2**24 are not exact as floats")
         return torch.from_numpy(ids).to(context.device, torch.float32)[None, None]

@@ -80,14 +80,8 @@ class MaskedCrop(RegionScorer):
     @torch.no_grad()
     def embed(self, crops: torch.Tensor) -> torch.Tensor:
         """Normalised crops ``[N, 3, S, S]`` -> L2-normalised CLIP image embeddings ``[N, D]``."""
-        bb = self.backbone
-        rows = []
-        for i in range(0, len(crops), self.batch_size):
-            x = crops[i:i + self.batch_size].to(bb.device, bb.dtype)
-            view = bb.prefix(x)
-            tokens = bb.run_blocks(view.x, [bb.last_block])
-            rows.append(F.normalize(bb.project(tokens[:, :1])[:, 0].float(), dim=-1))
-        return torch.cat(rows)
+        return torch.cat([self.backbone.encode_image(crops[i:i + self.batch_size])
+                          for i in range(0, len(crops), self.batch_size)])
 
     def __call__(self, detections: Detections, context: Any, vocabulary: Any,
                  result: Optional[Any] = None) -> Detections:

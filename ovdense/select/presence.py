@@ -56,9 +56,7 @@ def global_image_embedding(context: ImageContext, backbone: Any) -> torch.Tensor
         size = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
         image = F.interpolate(context.guide[None].float(), size=size, mode="bicubic", align_corners=False,
                               antialias=True)
-        view = backbone.prefix(image.to(backbone.device, backbone.dtype))
-        tokens = backbone.run_blocks(view.x, [backbone.last_block])
-        return F.normalize(backbone.project(tokens[:, :1])[0, 0].float(), dim=-1)
+        return backbone.encode_image(image)[0]
 
     return context.shared(("global_image_embedding", id(backbone)), compute)
 
