@@ -68,13 +68,21 @@ def fresh(scenes, tmp_path_factory):
     return out
 
 
+def _finished(out: Path) -> int:
+    """Images whose record is written (a record being written is a hidden ``.tmp-*`` file, which
+    pathlib's glob would also match)."""
+    if not (out / "preds").is_dir():
+        return 0
+    return sum(1 for p in (out / "preds").glob("*.json") if not p.name.startswith("."))
+
+
 def _stop_midway(cmd, out: Path, sig: int, after: int = 3):
     """Start ``cmd``, wait until ``after`` images are finished (their records exist), send ``sig``."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     deadline = time.monotonic() + 300
     try:
         while True:
-            done = len(list((out / "preds").glob("*.json"))) if (out / "preds").is_dir() else 0
+            done = _finished(out)
             if done >= after:
                 break
             if proc.poll() is not None:
@@ -136,7 +144,7 @@ def test_sigkill_then_resume_equals_a_fresh_run(scenes, fresh, tmp_path):
     out = tmp_path / "out"
     code, _, _ = _stop_midway(_command(src, config, out), out, signal.SIGKILL)
     assert code == -signal.SIGKILL
-    finished = len(list((out / "preds").glob("*.json")))
+    finished = _finished(out)
     assert 3 <= finished < N_IMAGES
     # what resume checks was recorded before the first image: the killed run is resumable
     record = json.loads((out / "run.json").read_text())
@@ -165,7 +173,7 @@ def test_sigterm_ends_like_ctrl_c_and_resumes(scenes, fresh, tmp_path):
     assert "Traceback" not in stderr and "--resume" in stderr
     run = json.loads((out / "run.json").read_text())
     assert run["interrupted"] and run["status"] == "interrupted"
-    assert run["done"] == len(list((out / "preds").glob("*.json"))) < N_IMAGES
+    assert run["done"] == _finished(out) < N_IMAGES
     proc = subprocess.run(_command(src, config, out, "--resume"), capture_output=True, text=True, timeout=600,
                           env=_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
