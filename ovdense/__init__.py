@@ -2,6 +2,7 @@
 from .backbones import BlockView, CLIPBackbone, WeightsFormatError, WeightsNotFoundError
 from .decode import Decoder
 from .detector import Detector
+from .fixed_size import FixedSizePredictor
 from .geometry import CameraIntrinsics, backproject
 from .heads import Head, build_head, list_heads
 from .io import ImageLoadError, load_image
@@ -18,7 +19,8 @@ from .text import Vocabulary, build_vocabulary
 __version__ = "0.2.0"
 
 __all__ = ["BlockView", "CLIPBackbone", "ContextBand", "Decoder", "DenseFeatures", "Detections", "Detector",
-           "EncodedVocabulary", "Head", "ImageContext", "ImageFeatures", "ImageLoadError", "OVSegmenter",
+           "EncodedVocabulary", "FixedSizePredictor", "Head", "ImageContext", "ImageFeatures", "ImageLoadError",
+           "OVSegmenter",
            "Preprocessor", "Prompter", "ReferencePrototypes", "SegmentationResult", "SlidingWindows", "UNLABELLED",
            "Vocabulary",
            "WeightsFormatError", "WeightsNotFoundError", "build_head", "build_instances", "build_vocabulary",

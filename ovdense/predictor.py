@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from .backbones.clip import CLIPBackbone
 from .decode import Decoder
+from .fixed_size import FixedSizePredictor
 from .heads import Head, build_head
 from .io.images import ImageInput, LoadedImage, image_path, load_image
 from .io.sources import iter_images
@@ -533,7 +534,8 @@ class OVSegmenter:
                     extras=dense.extras, aux=aux, resized_image=first.resized_image, image=first.image,
                     path=first.path, image_level=first.image_level, _shared=first._shared,
                     timings={"features": per_image_ms}, providers=providers,
-                    window_scorer=self._window_scorer(self.head if name is None else heads[name]))
+                    window_scorer=self._window_scorer(self.head if name is None else heads[name]),
+                    window_rules=tuple(self.decoder.window_rules))
             for name, context in made.items():
                 head = self.head if name is None else heads[name]
                 finish = getattr(head, "finish_context", None)
@@ -696,6 +698,15 @@ class OVSegmenter:
         self.predict(image, vocabulary=encoded)
         synchronize(self.device)
         return (time.perf_counter() - t0) * 1e3
+
+    def fixed_size(self, frame_size: Tuple[int, int],
+                   vocabulary: Union[EncodedVocabulary, VocabularyInput, None] = None,
+                   **kwargs: Any) -> FixedSizePredictor:
+        """A :class:`~ovdense.fixed_size.FixedSizePredictor` for frames of ``frame_size`` (H, W): one
+        static-shape step per frame (optionally a CUDA graph, ``cuda_graph=True``), equal to
+        :meth:`predict`. ``kwargs``: its ``resolution`` ("model" by default), ``return_scores``,
+        ``cuda_graph``, ``graph_warmup``."""
+        return FixedSizePredictor(self, frame_size, vocabulary=vocabulary, **kwargs)
 
     # ------------------------------------------------------------------ dense embeddings
     @torch.no_grad()

@@ -121,6 +121,10 @@ class ImageContext:
     #: themselves (CASS); None: cosines of :attr:`features` and the text
     window_scorer: Optional[Callable[["ImageContext", torch.Tensor], torch.Tensor]] = field(
         default=None, repr=False, compare=False)
+    #: the segmenter's window rules (:class:`~ovdense.rules.base.WindowRule`), applied by
+    #: :meth:`vocabulary_logits` so that stages without the segmenter (region scorers) see the
+    #: same logits as its decoder
+    window_rules: Tuple[Any, ...] = field(default=(), repr=False, compare=False)
     _canvases: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
     _shared: Dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -165,6 +169,12 @@ class ImageContext:
         for rule in rules:
             scores = rule(scores, self, vocabulary)
         return self.to_canvas(scores)
+
+    def vocabulary_logits(self, vocabulary: Any) -> torch.Tensor:
+        """Logits ``[Q, H', W']`` of an EncodedVocabulary on the canvas, with the window rules the
+        segmenter's decoder runs (:attr:`window_rules`): what its label maps are decoded from."""
+        rules = tuple(self.window_rules)
+        return self.canvas_logits(vocabulary.text, rules=rules, vocabulary=vocabulary if rules else None)
 
     def map_names(self) -> List[str]:
         """Names :meth:`canvas` accepts: the head's extras, window- and image-scope providers."""

@@ -381,7 +381,23 @@ def test_latency_mode_input_resolution_and_a_config_file(tmp_path):
     assert info["ms_per_frame"]["p50"] > 0 and info["warmup_ms"] == []
 
 
-@pytest.mark.parametrize("argv", [["--config", "latency_640x480"], ["--latency", "--frames", "0"]])
+def test_latency_mode_times_the_fixed_size_step_on_the_same_frames(tmp_path):
+    """--fixed-size: FixedSizePredictor on the same frames, its label maps checked equal to
+    predict's, the ratio reported."""
+    out = tmp_path / "latency"
+    assert main(["benchmark", "--latency", "--config", "latency_640x480", "--clip-model", str(TINY_CONFIG),
+                 "--frames", "2", "--warmup", "1", "--size", "160x120", "--device", "cpu", "--fixed-size",
+                 "--out", str(out)]) == 0
+    info = json.loads((out / "benchmark.json").read_text())
+    fixed = info["fixed_size"]
+    assert fixed["labels_equal"] is True and fixed["cuda_graph"] is False and len(fixed["per_frame_ms"]) == 2
+    assert 0 < fixed["ms_per_frame"]["p50"] and fixed["speedup_p50"] > 0
+    assert "FixedSizePredictor on the same frames" in (out / "benchmark.md").read_text()
+
+
+@pytest.mark.parametrize("argv", [["--config", "latency_640x480"], ["--latency", "--frames", "0"],
+                                  ["--fixed-size"], ["--latency", "--cuda-graph"],
+                                  ["--latency", "--fixed-size", "--cuda-graph", "--device", "cpu"]])
 def test_latency_options_are_checked(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["benchmark"] + argv)

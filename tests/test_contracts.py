@@ -9,6 +9,7 @@ held to the same contracts.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 
@@ -190,13 +191,35 @@ def test_head_contract(name, patch, tiny_backbone):
     assert len(out) == 2
     torch.testing.assert_close(out.features, DenseFeatures.cat(ones).features, atol=1e-5, rtol=1e-5)
 
-    import copy
-
     low = copy.deepcopy(tiny_backbone).to(dtype=torch.bfloat16)
     with torch.no_grad():
         half = head(prefix_for(head, low, crops.to(torch.bfloat16)), low, aux).features
     assert torch.isfinite(half).all()
     assert (half * out.features).sum(1).min() > 0.9  # bf16 stays close to fp32
+
+
+@pytest.mark.parametrize("name", names(HEADS))
+def test_head_host_work_contract(name, tiny_backbone):
+    """A head that leaves ``host_work`` False touches no host tensor in a warmed-up fixed-size step
+    (so a CUDA graph can record it; checked on the meta device); one that declares it is refused by
+    ``cuda_graph=True``; a head that works on the whole image is refused by FixedSizePredictor."""
+    from host_work import step_on_meta
+    from ovdense.fixed_size import FixedSizePredictor
+
+    backbone = copy.deepcopy(tiny_backbone)  # moved to the meta device below
+    head = build(HEADS, head_spec(name, backbone))
+    seg = tiny_segmenter(backbone, head=head, features=providers_for(head))
+    image_scope = [n for n, p in seg.features.items() if getattr(p, "scope", "window") != "window"]
+    if head.context_requires or getattr(head, "finish_context", None) is not None or image_scope:
+        with pytest.raises(ValueError, match="use predict"):
+            FixedSizePredictor(seg, (48, 80))
+        return
+    if head.host_work:
+        with pytest.raises(ValueError, match="CUDA graph cannot record"):
+            FixedSizePredictor(seg, (48, 80), cuda_graph=True)
+        return
+    labels, _, found = step_on_meta(FixedSizePredictor(seg, (48, 80)))
+    assert tuple(labels.shape) == (48, 80) and not found, found
 
 
 class _ProviderGridHead(Head):

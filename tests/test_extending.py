@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import extending  # noqa: F401  (registers test_dino_affinity, test_grid, test_background_map)
 import ovdense
 from ovdense.decode import synonym_max
+from ovdense.ops import resize_rows
 from test_contracts import PROVIDER_FOR_TESTS, _ExtraHead, tiny_segmenter
 
 
@@ -72,6 +73,31 @@ def test_exercise_grid_proposals_scored_by_mask_pooling(tiny_backbone):
         assert int(probs.argmax()) == cls
         assert abs(float(probs.max()) - conf) < 1e-4
     assert np.all(dets.data["proposal_score"] == 1.0)
+
+
+def test_mask_pooling_sees_the_decoders_window_rules(tiny_backbone):
+    """A region scorer scores what the decoder decodes: with a window rule (a constant background
+    score), each detection's class and confidence come from the rule's logits, not the raw cosines."""
+    image = _image()
+    seg = tiny_segmenter(tiny_backbone, decode=dict(rules=[dict(type="constant_background", score=0.05)]))
+    torch.manual_seed(3)
+    vocab = seg.encode_vocabulary(["a", "b", "c"], background="bg", embeddings=torch.randn(4, tiny_backbone.embed_dim))
+    ctx = seg.encode_image(image)
+    ruled = seg.query_logits(ctx, vocab)
+    raw = resize_rows(ctx.canvas_logits(vocab.text), tuple(image.shape[:2]), 0, image.shape[0])
+    assert (ruled - raw).abs().max() > 0.1  # the rule moves the logits
+    torch.testing.assert_close(resize_rows(ctx.vocabulary_logits(vocab), tuple(image.shape[:2]), 0, image.shape[0]),
+                               ruled)
+    det = ovdense.Detector(seg, proposals=dict(type="test_grid", cell=16), scorer=dict(type="mask_pooling",
+                                                                                        drop_background=False))
+    dets = det.detect(image, vocabulary=vocab)
+    assert len(dets) == 5 * 3
+    for mask, cls, conf in zip(dets.mask, dets.class_id, dets.confidence):
+        mean = ruled[:, torch.from_numpy(mask)].mean(1)
+        probs = synonym_max(torch.softmax(mean * seg.decoder.logit_scale, 0), vocab.query_to_class, 4)
+        assert int(probs.argmax()) == cls
+        assert abs(float(probs.max()) - conf) < 1e-4
+    assert (dets.class_id == 0).any()  # the constant background wins some cells
 
 
 def test_exercise_rule_reads_the_heads_background_map(tiny_backbone):

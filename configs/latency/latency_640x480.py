@@ -10,6 +10,8 @@
 # Use it as: seg = OVSegmenter.from_config('latency_640x480', classes=[...]); seg.warmup((480, 640));
 # vocab = seg.encode_vocabulary([...]) once, then seg.predict(frame, vocabulary=vocab,
 # resolution='model') per frame (the label map at 224x299; 'input' gives 480x640, slower).
+# Every stage here fits FixedSizePredictor: fast = seg.fixed_size(_frame_size, vocab) then fast(frame)
+# per frame (the same labels; cuda_graph=True on CUDA). Timed by `--latency --fixed-size`.
 _base_ = ['../_base_/sclip.py']
 
 preprocess = dict(short_side=224)

@@ -933,6 +933,11 @@ def main(argv=None) -> int:
     lat.add_argument("--warmup", type=int, default=2, help="warm-up calls before timing (default 2)")
     lat.add_argument("--resolution", choices=("model", "input"), default="model",
                      help="predict(resolution=...): label map at the model's canvas (default) or the frame's size")
+    lat.add_argument("--fixed-size", action="store_true",
+                     help="also time FixedSizePredictor (one static-shape step per frame) on the same frames, "
+                          "its label maps checked equal to predict's; reports the ratio")
+    lat.add_argument("--cuda-graph", action="store_true",
+                     help="with --fixed-size: record the step as a CUDA graph (CUDA devices only)")
     sam = p.add_argument_group("SAM mode (--sam-masks): automatic masks, ovdense vs SamAutomaticMaskGenerator, "
                                "see ovdense.bench.sam_masks")
     sam.add_argument("--sam-masks", action="store_true",
@@ -955,6 +960,12 @@ def main(argv=None) -> int:
         return _corrclip(args)
     if args.config is not None and not args.latency:
         p.error("--config needs --latency (the other modes time the heads' base protocols, see --heads)")
+    if (args.fixed_size or args.cuda_graph) and not args.latency:
+        p.error("--fixed-size and --cuda-graph need --latency")
+    if args.cuda_graph and not args.fixed_size:
+        p.error("--cuda-graph needs --fixed-size (it records FixedSizePredictor's step)")
+    if args.cuda_graph and resolve_device(args.device).type != "cuda":
+        p.error(f"--cuda-graph needs a CUDA device; --device {args.device} is {resolve_device(args.device)}")
     if args.frames < 1 or args.warmup < 0:
         p.error("--frames must be positive and --warmup non-negative")
     if args.size is None and not args.latency:
@@ -982,6 +993,10 @@ def main(argv=None) -> int:
             fh.write(table)
         print(f"wrote {os.path.join(args.out, 'benchmark.json')} and benchmark.md", flush=True)
     if args.latency:
+        fixed = info.get("fixed_size")
+        if fixed is not None and not fixed["labels_equal"]:
+            print("error: FixedSizePredictor's label maps differ from predict's", file=sys.stderr)
+            return 1
         return 0
     unequal = [r for r in info["rows"] if r["parity_required"] and not r["parity_ok"]]
     for r in unequal:

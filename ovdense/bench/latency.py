@@ -120,6 +120,7 @@ def run(args) -> Dict[str, object]:
                 stages[s].append(float(res.timings.get(s, 0.0)))
             out_shape = list(np.asarray(res.label_map).shape)
     total = percentiles(totals)
+    fixed = time_fixed_size(seg, encoded, frames, args) if getattr(args, "fixed_size", False) else None
     feats = seg.encode_image(frames[0])
     root = os.path.abspath(configs_dir())
     config_name = os.path.abspath(path)
@@ -141,11 +142,44 @@ def run(args) -> Dict[str, object]:
         "frames_per_s": 1e3 / total["mean"], "frames_per_s_p50": 1e3 / total["p50"],
         "per_frame_ms": totals,
     }
+    if fixed is not None:
+        info["fixed_size"] = dict(fixed, speedup_p50=total["p50"] / fixed["ms_per_frame"]["p50"],
+                                  speedup_mean=total["mean"] / fixed["ms_per_frame"]["mean"])
+    if fixed is not None:
+        f = info["fixed_size"]
+        print(f"fixed-size step{' (CUDA graph)' if f['cuda_graph'] else ''}: p50 {f['ms_per_frame']['p50']:.1f} ms, "
+              f"{f['speedup_p50']:.2f}x predict's p50, label maps equal: {f['labels_equal']}", flush=True)
     print(f"latency {info['config']}: {info['head']} short {info['short_side']}, {info['windows']} window(s) "
           f"{info['model_input'][0]}x{info['model_input'][1]}, frames {height}x{width} -> {out_shape}: "
           f"p50 {total['p50']:.1f} p90 {total['p90']:.1f} max {total['max']:.1f} ms, "
           f"{info['frames_per_s']:.2f} frames/s ({info['device_name']}, {info['threads']} threads)", flush=True)
     return info
+
+
+def time_fixed_size(seg: ovdense.OVSegmenter, encoded, frames: Sequence[np.ndarray], args) -> Dict[str, object]:
+    """Time :class:`~ovdense.fixed_size.FixedSizePredictor` on the same frames, after the same number
+    of warm-up calls (the first records the CUDA graph with ``--cuda-graph``), and check its label
+    maps against ``predict``'s on each distinct frame."""
+    height, width = frames[0].shape[:2]
+    fast = seg.fixed_size((height, width), encoded, resolution=args.resolution, cuda_graph=args.cuda_graph)
+    t0 = time.perf_counter()
+    fast(frames[0])
+    first_ms = (time.perf_counter() - t0) * 1e3
+    for _ in range(max(0, args.warmup - 1)):
+        fast(frames[0])
+    equal = all(np.array_equal(fast(f).label_map, seg.predict(f, vocabulary=encoded, resolution=args.resolution)
+                               .label_map) for f in frames)
+    totals: List[float] = []
+    steps: List[float] = []
+    for i in range(args.frames):
+        synchronize(seg.device)
+        t0 = time.perf_counter()
+        res = fast(frames[i % len(frames)])
+        synchronize(seg.device)
+        totals.append((time.perf_counter() - t0) * 1e3)
+        steps.append(res.timings["step"])
+    return {"cuda_graph": bool(args.cuda_graph), "first_call_ms": first_ms, "labels_equal": bool(equal),
+            "ms_per_frame": percentiles(totals), "step_ms": percentiles(steps), "per_frame_ms": totals}
 
 
 def markdown(info) -> str:
@@ -163,4 +197,11 @@ def markdown(info) -> str:
         lines.append(f"| {s} | {v['p50']:.1f} | {v['p90']:.1f} | {v['max']:.1f} |")
     lines.append(f"| **frame (predict call)** | **{t['p50']:.1f}** | **{t['p90']:.1f}** | **{t['max']:.1f}** |")
     lines += ["", f"{info['frames_per_s']:.2f} frames/s (1000 / mean ms per frame)."]
+    fixed = info.get("fixed_size")
+    if fixed is not None:
+        f = fixed["ms_per_frame"]
+        lines += ["", f"FixedSizePredictor{' with a CUDA graph' if fixed['cuda_graph'] else ''} on the same frames: "
+                      f"p50 {f['p50']:.1f} ms, p90 {f['p90']:.1f} ms, max {f['max']:.1f} ms "
+                      f"({fixed['speedup_p50']:.2f}x predict's p50; first call {fixed['first_call_ms']:.0f} ms); "
+                      f"label maps equal to predict's: {fixed['labels_equal']}."]
     return "\n".join(lines) + "\n"

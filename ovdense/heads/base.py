@@ -46,6 +46,10 @@ class Head(nn.Module):
         extras: names of the per-window maps the head puts in ``DenseFeatures.extras``
             (e.g. a background map); later stages read them as ``ImageContext.canvas(name)``
             or ``band.map(name)`` and may declare them in their own ``requires``.
+        host_work: True for a head that reads values back to the host between its kernels
+            (CASS's Hungarian head pairing): it cannot be recorded as a CUDA graph
+            (:class:`~ovdense.fixed_size.FixedSizePredictor` refuses ``cuda_graph=True``). A head
+            that leaves it False touches no host tensor once warmed up (``tests/test_contracts.py``).
 
     A head whose features do not live in CLIP's embedding space (Talk2DINO: DINOv2 patch
     features) says so with :meth:`feature_dim` and must score windows itself with a
@@ -61,6 +65,7 @@ class Head(nn.Module):
     context_requires: Tuple[str, ...] = ()
     reads_clip_image: bool = True
     extras: Tuple[str, ...] = ()
+    host_work: bool = False
 
     def output_grid(self, window_size: Tuple[int, int], backbone: CLIPBackbone,
                     providers: Optional[Mapping[str, torch.nn.Module]] = None) -> Tuple[int, int]:

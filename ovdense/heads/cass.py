@@ -259,6 +259,7 @@ class CASSHead(Head):
     keep_residual = False
     keep_ffn = False
     extras = ("cass_cls",)
+    host_work = True  # the Hungarian pairing and the query grouping run on the host
     STRATEGIES = ("spectral", "sequential", "vanilla")
 
     def __init__(self, source: str = "dino", gaussian_std: float = 5.0, attn_strategy: str = "spectral",

@@ -22,13 +22,15 @@ def bilinear_taps(in_size: int, out_size: int, start: int, stop: int,
     ``src = max((dst + 0.5) * (in / out) - 0.5, 0)``, ``i0 = floor(src)``,
     ``i1 = min(i0 + 1, in - 1)``, ``w1 = src - i0``, ``w0 = 1 - w1``.
     """
-    scale = torch.tensor(in_size / out_size, dtype=torch.float32)
-    dst = torch.arange(start, stop, dtype=torch.float32)
+    # made on the device (no host copy: the step of a CUDA graph may hold it); float32 ops are
+    # exact elementwise, so every device gives the CPU's taps
+    scale = torch.full((), in_size / out_size, dtype=torch.float32, device=device)
+    dst = torch.arange(start, stop, dtype=torch.float32, device=device)
     src = ((dst + 0.5) * scale - 0.5).clamp_min(0.0)
     i0 = src.floor().long().clamp_max(in_size - 1)
     i1 = (i0 + 1).clamp_max(in_size - 1)
     w1 = (src - i0.float()).clamp(0.0, 1.0)
-    return i0.to(device), i1.to(device), (1.0 - w1).to(device), w1.to(device)
+    return i0, i1, 1.0 - w1, w1
 
 
 def resize_rows(src: torch.Tensor, size: Tuple[int, int], start: int, stop: int) -> torch.Tensor:

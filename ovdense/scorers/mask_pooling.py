@@ -57,7 +57,7 @@ class MaskPooling(RegionScorer):
             return Detections(detections.xyxy, detections.mask, detections.confidence, detections.class_id, [],
                               data={**detections.data, "proposal_score": detections.confidence,
                                     "class_probability": np.zeros(0, np.float32)})
-        logits = context.canvas_logits(vocabulary.text)  # [Q, h, w]
+        logits = context.vocabulary_logits(vocabulary)  # [Q, h, w], with the decoder's window rules
         device = logits.device
         sums = torch.zeros(n, logits.shape[0], dtype=torch.float64, device=device)
         masks = torch.from_numpy(np.ascontiguousarray(detections.mask))
