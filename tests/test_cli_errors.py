@@ -67,6 +67,9 @@ def _segment(images, out, config, *extra):
 def test_segment_input_errors_come_before_the_model(tmp_path, images, tiny_config, capsys, no_model):
     out = tmp_path / "out"
     assert "input folder not found" in _error(capsys, _segment(tmp_path / "missing", out, tiny_config))
+    (tmp_path / "run.mp4").write_bytes(b"\0" * 64)  # a video: refused with what to do instead
+    message = _error(capsys, _segment(tmp_path / "run.mp4", out, tiny_config))
+    assert "run.mp4 is a video" in message and "predict_iter" in message and "ffmpeg" in message
     (tmp_path / "afile").write_text("x")
     assert "exists and is not a folder" in _error(capsys, _segment(images, tmp_path / "afile", tiny_config))
     # a folder that cannot be created (its parent is a file; as root, chmod would not stop us)

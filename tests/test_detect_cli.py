@@ -90,6 +90,14 @@ def test_detect_refuses_bad_options_in_one_line(folder, tmp_path, capsys, extra,
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
 
 
+def test_detect_refuses_a_video_in_one_line(tmp_path, capsys):
+    video = tmp_path / "drive.avi"
+    video.write_bytes(b"\0" * 64)
+    assert run(video, "--config", CONFIG, "--out", tmp_path / "x") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {video} is a video"), err
+
+
 def test_detect_without_sam_needs_sam_for_sam_proposals(folder, tmp_path, capsys):
     code = main(["detect", str(folder), "--method", "maskclip", "--proposals", "sam_automatic",
                  "--out", str(tmp_path / "y"), "--quiet"])

@@ -241,6 +241,24 @@ def check_output_dir(path: str, what: str = "output folder") -> None:
         raise UserError(f"cannot write to {what} {path}: {reason}") from None
 
 
+def check_image_source(src: str) -> None:
+    """The ``src`` of ``segment`` / ``detect``: an existing folder, image or glob whose fixed folder
+    exists; a video file is refused with what to do instead (the tools write one output per image)."""
+    import glob
+
+    from ..io.sources import VIDEO_EXTENSIONS, source_base
+
+    is_glob = not os.path.exists(src) and glob.has_magic(src)
+    if not os.path.exists(src) and not is_glob:
+        raise UserError(f"input folder not found: {src}")
+    if is_glob and not os.path.isdir(source_base(src) or "."):
+        raise UserError(f"input folder not found: {source_base(src)} (of the pattern {src})")
+    if os.path.isfile(src) and src.lower().endswith(VIDEO_EXTENSIONS):
+        raise UserError(f"{src} is a video; this tool takes images (a folder, one image or a glob): extract its "
+                        f"frames first (e.g. ffmpeg -i {src} frames/%06d.png), or stream it in Python with "
+                        f"OVSegmenter.predict_iter({src!r})")
+
+
 def check_classes_file(path: Optional[str]) -> None:
     """A class-name file must exist and name at least one class."""
     if path is None:

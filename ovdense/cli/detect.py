@@ -16,8 +16,8 @@ import sys
 from typing import Sequence
 
 from . import common
-from .common import (EXIT_FAILED, EXIT_OK, UserError, add_model_options, check_device, check_output_dir,
-                     load_cli_config, resolve_config_name, run_guarded)
+from .common import (EXIT_FAILED, EXIT_OK, UserError, add_model_options, check_device, check_image_source,
+                     check_output_dir, load_cli_config, resolve_config_name, run_guarded)
 from .detection_options import add_detection_args, add_sam_args, check_detector_section, detector_section
 
 DETECT_EXAMPLES = """examples:
@@ -61,17 +61,14 @@ def cmd_detect(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
 
 def _detect(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from ..apps.detect_folder import detect_folder, write_coco_results
-    from ..apps.folder import find_images, prepare_output, run_fingerprint, source_base
+    from ..apps.folder import find_images, prepare_output, run_fingerprint
     from ..detector import Detector
     from .classes import _categories, _classes_from_args, _config_classes, _default_out, _vocabulary
 
     check_device(args.device)
     classes, background = _classes_from_args(args)
+    check_image_source(args.src)
     is_glob = not os.path.exists(args.src) and glob.has_magic(args.src)
-    if not os.path.exists(args.src) and not is_glob:
-        raise UserError(f"input folder not found: {args.src}")
-    if is_glob and not os.path.isdir(source_base(args.src) or "."):
-        raise UserError(f"input folder not found: {source_base(args.src)} (of the pattern {args.src})")
     if args.out is None:
         if args.resume:
             raise UserError("--resume needs the --out folder of the run to continue")

@@ -26,6 +26,7 @@ from .common import (
     build_segmenter,
     check_device,
     check_file,
+    check_image_source,
     check_output_dir,
     finish_folder_run,
     load_cli_config,
@@ -85,18 +86,15 @@ def cmd_segment(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
 
 
 def _segment(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from ..apps.folder import find_images, prepare_output, run_fingerprint, source_base
+    from ..apps.folder import find_images, prepare_output, run_fingerprint
     from ..text.embedding import text_progress
 
     # 1. inputs, cheapest first; no model is loaded before all of them pass
     check_device(args.device)
     encoded = _vocabulary_file(args)
     classes, background = (encoded, None) if encoded is not None else _classes_from_args(args)
+    check_image_source(args.src)
     is_glob = not os.path.exists(args.src) and glob.has_magic(args.src)
-    if not os.path.exists(args.src) and not is_glob:
-        raise UserError(f"input folder not found: {args.src}")
-    if is_glob and not os.path.isdir(source_base(args.src) or "."):
-        raise UserError(f"input folder not found: {source_base(args.src)} (of the pattern {args.src})")
     if args.save_txt_format is not None:
         args.save_txt = True
     save_txt = (args.save_txt_format or "box") if args.save_txt else None
