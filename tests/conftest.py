@@ -46,3 +46,24 @@ def tiny_backbone():
 
 def golden_names():
     return [["sky", "wall"], ["cat"], ["dog", "puppy"], ["car"], ["bird"]]
+
+
+#: The tiny CLIP of the golden (tools/make_corrclip_golden.py VISION / TEXT / EMBED_DIM).
+TINY_CLIP = {"embed_dim": 64, "quick_gelu": True,
+             "vision_cfg": {"image_size": 112, "layers": 12, "width": 32, "patch_size": 16, "head_width": 16},
+             "text_cfg": {"context_length": 16, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1}}
+
+
+@pytest.fixture(scope="session")
+def corrclip_backbone(tmp_path_factory):
+    """The CorrCLIP golden's tiny 12-block CLIP (QuickGELU), shared by the OV-Stitcher golden."""
+    import json
+
+    from ovdense import CLIPBackbone
+
+    config = tmp_path_factory.mktemp("corrclip") / "tiny.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    backbone = CLIPBackbone.load(str(config), None)
+    state = {k: torch.from_numpy(v.astype(np.float32)) for k, v in np.load(GOLDENS / "corrclip_tiny_clip.npz").items()}
+    backbone.model.visual.load_state_dict(state)
+    return backbone

@@ -20,7 +20,7 @@ TINY_CLIP = REPO / "tests" / "fixtures" / "goldens" / "tiny_openai_clip.pt"
 TINY_SAM = REPO / "tests" / "fixtures" / "synth_sam" / "model.json"
 
 HEADS = ("maskclip", "sclip", "clearclip", "naclip", "vanilla", "proxyclip", "cass", "trident", "corrclip", "dinoiser",
-         "talk2dino")
+         "talk2dino", "ovstitcher")
 #: Config folders of a head under another CLIP than OpenAI ViT-B/16: folder -> (clip_model, pretrained).
 OTHER_CLIP = {"corrclip_metaclip": ("ViT-B-16-quickgelu", "metaclip_fullcc"),
               "dinoiser": ("ViT-B-16", "laion2b_s34b_b88k")}
@@ -58,9 +58,9 @@ def _tiny_features(features):
         if spec["type"] == "regions":  # region maps are read lazily, per image
             out[name] = spec
             continue
-        assert spec["type"] == "timm_vit", f"no tiny stand-in for provider type {spec['type']!r}"
+        assert spec["type"] in ("timm_vit", "stitched_vit"), f"no tiny stand-in for provider type {spec['type']!r}"
         patch = int(spec["model_name"].split("patch")[1].split("_")[0])
-        tiny = dict(TINY_PROVIDERS[patch])
+        tiny = dict(TINY_PROVIDERS[patch], type=spec["type"])
         # what the provider computes stays
         for key in ("pos_interp", "output", "denorm", "square_input", "input_size", "resize_mode"):
             if key in spec:
@@ -82,6 +82,8 @@ def _tiny_kwargs(cfg):
                               projection=dict(clip_dim=64, dino_dim=48))
     if "features" in kwargs:
         kwargs["features"] = _tiny_features(kwargs["features"])
+    if (kwargs.get("text_encoder") or {}).get("extra_prompts"):  # OV-Stitcher's template file is not shipped
+        kwargs["text_encoder"] = {k: v for k, v in kwargs["text_encoder"].items() if k != "extra_prompts"}
     return kwargs
 
 
@@ -240,7 +242,8 @@ OFFICIAL_REPOS = {"maskclip": "https://github.com/chongzhou96/MaskCLIP", "sclip"
                   "cass": "https://github.com/MICV-yonsei/CASS", "trident": "https://github.com/YuHengsss/Trident",
                   "corrclip": "https://github.com/zdk258/CorrCLIP", "corrclip_metaclip": "https://github.com/zdk258/CorrCLIP",
                   "dinoiser": "https://github.com/wysoczanska/clip_dinoiser",
-                  "talk2dino": "https://github.com/lorebianchi98/Talk2DINO"}
+                  "talk2dino": "https://github.com/lorebianchi98/Talk2DINO",
+                  "ovstitcher": "https://github.com/atw617/OV-Stitcher"}
 
 
 def test_configs_refer_to_nothing_outside_the_repository():
@@ -266,7 +269,7 @@ def test_every_config_names_its_paper_and_official_repository(path):
         header.append(line)
     header = "\n".join(header)
     assert OFFICIAL_REPOS[head] in header, _rel(path)
-    venues = ("ECCV 2022", "ECCV 2024", "WACV 2025", "CVPR 2025", "ICCV 2025")
+    venues = ("ECCV 2022", "ECCV 2024", "WACV 2025", "CVPR 2025", "ICCV 2025", "CVPR 2026")
     assert any(venue in header for venue in venues), _rel(path)
 
 
@@ -291,6 +294,34 @@ def test_proxyclip_configs_follow_the_official_protocol(dataset):
     assert kw["text_encoder"]["templates"] == "openai80" and kw["refiners"] == []
     assert kw["decode"] == dict(logit_scale=40.0, background_threshold=PROXYCLIP_THRESHOLDS.get(dataset, 0.0),
                                 area_threshold=None, renormalize=False)
+
+
+#: atw617/OV-Stitcher configs/cfg_*.py: dataset -> (short side, crop, stride, prob_thd).
+OVSTITCHER = {"voc21": (448, 336, 112, 0.1), "voc20": (448, 336, 112, 0.0), "context60": (448, 336, 112, 0.1),
+              "context59": (448, 336, 112, 0.0), "coco_object": (448, 336, 112, 0.2),
+              "coco_stuff164k": (448, 336, 224, 0.0), "ade20k": (448, 336, 112, 0.0),
+              "cityscapes": (560, 224, 112, 0.0)}
+
+
+@pytest.mark.parametrize("dataset", sorted(OVSTITCHER))
+def test_ovstitcher_configs_follow_the_official_protocol(dataset):
+    """OV-Stitcher's configs (resize scale (2048, short), slide_crop / slide_stride, prob_thd) and its
+    segmentor's defaults: stitched DINO ViT-B/8, CorrCLIP's regions and map correction, scale 40,
+    80 templates plus the class-biased ones (template_path in base_config.py)."""
+    short, crop, stride, thd = OVSTITCHER[dataset]
+    kw = segmenter_kwargs(load_config(CONFIGS / "ovstitcher" / f"ovstitcher_{dataset}.py"))
+    assert kw["head"] == dict(type="ovstitcher", dino="stitched_dino", regions="regions", tau=4.0, alpha=1.0, beta=0.5,
+                              merge_eps=0.2)
+    dino = kw["features"]["stitched_dino"]
+    assert dino == dict(type="stitched_vit", model_name="vit_base_patch8_224.dino",
+                        weights="checkpoints/dino_vitbase8_pretrain.pth", pos_interp="dino")
+    folder = {"voc21": "voc", "voc20": "voc", "context60": "context", "context59": "context", "coco_object": "coco",
+              "coco_stuff164k": "coco", "ade20k": "ade", "cityscapes": "city"}[dataset]
+    assert kw["features"]["regions"] == dict(type="regions", directory=f"data/region_masks/{folder}")
+    assert kw["preprocess"]["short_side"] == short and kw["windows"] == dict(crop=crop, stride=stride, pad_to=56)
+    assert kw["text_encoder"] == dict(templates="openai80", extra_prompts="prompts/class_biased_template.json")
+    assert kw["decode"]["background_threshold"] == thd and kw["decode"]["logit_scale"] == 40.0
+    assert [r["type"] for r in kw["decode"]["rules"]] == ["region_mode"]
 
 
 def test_proxyclip_name_files():

@@ -26,6 +26,8 @@ from ovdense.structures import UNLABELLED, DenseFeatures
 #: Small constructor arguments per registered name (tests only).
 TINY = {
     "timm_vit": dict(model_name="vit_small_patch16_224", model_kwargs=dict(depth=2, embed_dim=48, num_heads=2)),
+    "stitched_vit": dict(model_name="vit_small_patch8_224", pos_interp="timm",
+                         model_kwargs=dict(depth=2, embed_dim=32, num_heads=2)),
     "pamr": dict(steps=3, dilations=(1, 3)),
     "sam_encoder": dict(encoder_kwargs=dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
                                             window_size=2, global_attn_indexes=(1,), use_rel_pos=False,
@@ -71,6 +73,7 @@ NAMED_PROVIDERS = {"sam": dict(type="sam", model_config=os.path.join(_SAM_FIXTUR
 TINY["sam"] = {k: v for k, v in NAMED_PROVIDERS["sam"].items() if k != "type"}
 TINY["regions"] = dict(proposals=dict(type="sam_automatic", provider="sam", **TINY["sam_automatic"]))
 NAMED_PROVIDERS["regions"] = dict(type="regions", **TINY["regions"])
+NAMED_PROVIDERS["stitched_dino"] = dict(type="stitched_vit", **TINY["stitched_vit"])
 #: The tiny providers heads and other stages are tested with: CLIP's patch 16 and DINO's patch 8.
 TEST_PROVIDERS = {
     16: dict(type="timm_vit", **TINY["timm_vit"]),
@@ -313,7 +316,8 @@ def test_head_needing_a_provider_gets_uint8_windows_once(tiny_backbone):
 def test_feature_provider_contract(name, tiny_backbone):
     """uint8 windows in, ``[B, C, h, w]`` finite features out; batch 2 == two batch 1. A provider
     that reads the image's context instead is image-scope and gives ``[1, C, H, W]`` covering the
-    input image, computed once per image."""
+    input image (its pixels, or the grid ``context_grid(context)`` it declares over the canvas),
+    computed once per image."""
     torch.manual_seed(0)
     provider = tiny(FEATURES, name).eval()
     if provider.reads_context:
@@ -322,7 +326,8 @@ def test_feature_provider_contract(name, tiny_backbone):
                                                       **providers_for(provider)})
         ctx = context_of(seg, shape=(30, 40))
         out = ctx.feature_map(name)
-        assert out.ndim == 4 and out.shape[0] == 1 and tuple(out.shape[-2:]) == (30, 40)
+        grid = provider.context_grid(ctx) if hasattr(provider, "context_grid") else (30, 40)
+        assert out.ndim == 4 and out.shape[0] == 1 and tuple(out.shape[-2:]) == tuple(grid)
         assert torch.isfinite(out).all() and ctx.feature_map(name) is out
         return
     raw = torch.randint(0, 256, (2, 3, 64, 48), dtype=torch.uint8)

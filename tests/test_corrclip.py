@@ -20,10 +20,6 @@ from ovdense.rules.region_mode import region_mode
 
 CLIP_MEAN = np.array([122.771, 116.746, 104.094], dtype=np.float32).reshape(3, 1, 1)
 CLIP_STD = np.array([68.501, 66.632, 70.323], dtype=np.float32).reshape(3, 1, 1)
-#: The tiny CLIP of the golden (tools/make_corrclip_golden.py VISION / TEXT / EMBED_DIM).
-TINY_CLIP = {"embed_dim": 64, "quick_gelu": True,
-             "vision_cfg": {"image_size": 112, "layers": 12, "width": 32, "patch_size": 16, "head_width": 16},
-             "text_cfg": {"context_length": 16, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1}}
 #: The tiny official DINO of the CASS goldens, as a provider of its last block's q + k.
 TINY_DINO = dict(type="timm_vit", model_name="vit_base_patch8_224.dino", pos_interp="dino", output="q+k",
                  model_kwargs=dict(embed_dim=128, depth=2, num_heads=2, mlp_ratio=2, img_size=112))
@@ -31,16 +27,6 @@ TINY_DINO = dict(type="timm_vit", model_name="vit_base_patch8_224.dino", pos_int
 CASES = {"slide": ("img", 112, 56, 0.0), "wide": ("img", 224, 112, 0.2), "square": ("crop", 112, 112, 0.0),
          "few_regions": ("img", 112, 56, 0.0)}
 NAMES = ["bg", "bg2", "a", "b", "c", "d", "e"]
-
-
-@pytest.fixture(scope="module")
-def corrclip_backbone(tmp_path_factory):
-    config = tmp_path_factory.mktemp("corrclip") / "tiny.json"
-    config.write_text(json.dumps(TINY_CLIP))
-    backbone = ovdense.CLIPBackbone.load(str(config), None)
-    state = {k: torch.from_numpy(v.astype(np.float32)) for k, v in np.load(GOLDENS / "corrclip_tiny_clip.npz").items()}
-    backbone.model.visual.load_state_dict(state)
-    return backbone
 
 
 def tiny_dino():

@@ -102,7 +102,7 @@ def evaluate(seg, scenes, k, transform=lambda x: x):
 
 
 #: heads that run the tiny SAM on every scene (automatic masks, attention): ~20 s for 32 scenes
-SAM_HEADS = {"corrclip", "trident"}
+SAM_HEADS = {"corrclip", "trident", "ovstitcher"}
 
 
 @pytest.mark.parametrize("head", [pytest.param(h, marks=pytest.mark.slow) if h in SAM_HEADS else h

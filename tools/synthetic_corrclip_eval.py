@@ -12,7 +12,9 @@ scale 40 (the setting of ``tools/synthetic_eval.py --world v2``). Rows:
 * ``corrclip, no correction``: the same without the ``region_mode`` rule;
 * ``corrclip, random regions``: a control, the regions replaced by random rectangles (the
   scope and the correction then follow nothing in the image);
-* ``corrclip, random DINO``: a control, a random-init DINO of the same shape.
+* ``corrclip, random DINO``: a control, a random-init DINO of the same shape;
+* ``ovstitcher`` (and ``ovstitcher, random DINO``): the same regions, DINO and correction, the three
+  branches computed on the stitched image (``stitched_vit``).
 
 Prints a Markdown table of mIoU and pixel accuracy; ``--out`` writes it with the JSON.
 ``--dino-bootstrap`` compares corrclip with the trained tiny DINO and with a random-init one, scene by
@@ -37,7 +39,7 @@ SAM = dict(type="sam", model_config=os.path.join(ROOT, "tests", "fixtures", "syn
 SAM_MASKS = dict(type="sam_automatic", provider="sam", points_per_side=16, pred_iou_thresh=0.0,
                  stability_score_thresh=0.0)
 ROWS = ("maskclip", "naclip", "proxyclip", "corrclip", "corrclip, no correction", "corrclip, random regions",
-        "corrclip, random DINO")
+        "corrclip, random DINO", "ovstitcher", "ovstitcher, random DINO")
 
 
 class RandomRegions:
@@ -77,6 +79,12 @@ def build(row: str):
         features = dict(dino=dino, sam=SAM, regions=dict(type="regions", proposals=SAM_MASKS))
         if not row.endswith("no correction"):
             rules = [dict(type="region_mode")]
+    elif head == "ovstitcher":  # the same regions and correction; DINO's last block over the stitched image
+        dino = dict(dino, type="stitched_vit")
+        if row.endswith("random DINO"):
+            dino.pop("weights")
+        features = dict(stitched_dino=dino, sam=SAM, regions=dict(type="regions", proposals=SAM_MASKS))
+        rules = [dict(type="region_mode")]
     import torch
 
     torch.manual_seed(0)

@@ -59,7 +59,8 @@ def synthetic_dino() -> dict:
 def synthetic_providers(*stages) -> dict:
     """A provider for every name the stages (heads, refiners, decoder rules, proposal sources;
     built objects or registry specs) ``require``: the tiny SAM fixture for ``sam``, its automatic
-    masks for ``regions`` (CorrCLIP), the tiny DINO fixture for any other name."""
+    masks for ``regions`` (CorrCLIP), the tiny DINO fixture for any other name (as ``stitched_vit``
+    for ``stitched_dino``, OV-Stitcher's)."""
     from ovdense.registry import DECODE_RULES, HEADS, PROPOSALS, REFINERS, SCORERS, build
 
     wanted = set()
@@ -80,6 +81,8 @@ def synthetic_providers(*stages) -> dict:
             out["sam"] = synthetic_sam()
             out[name] = dict(type="regions", proposals=dict(type="sam_automatic", provider="sam", points_per_side=16,
                                                           pred_iou_thresh=0.0, stability_score_thresh=0.0))
+        elif name == "stitched_dino":  # OV-Stitcher's DINO: the same tiny DINO, its last block over the image
+            out[name] = dict(synthetic_dino(), type="stitched_vit")
         else:
             out[name] = synthetic_dino()
     return out

@@ -180,14 +180,19 @@ def build_providers(specs: Dict[str, dict], device) -> Dict[str, nn.Module]:
     return {name: build(FEATURES, dict(spec)).to(device).eval() for name, spec in specs.items()}
 
 
+def text_cache_key(embedder: TextEmbedder) -> tuple:
+    """What decides a text embedding besides the weights: templates, averaging, extra prompts."""
+    return (tuple(embedder.templates), embedder.average, getattr(embedder, "extra_prompts_digest", None))
+
+
 def build_segmenter(head: str, backbone: ovdense.CLIPBackbone, device, dtype: torch.dtype,
                     text: Dict[tuple, TextEmbedder], window_batch: int = 0,
                     text_backbone: Optional[ovdense.CLIPBackbone] = None,
                     providers: Optional[Dict[str, nn.Module]] = None) -> ovdense.OVSegmenter:
     """A segmenter for ``head`` under its shipped protocol (:func:`protocol`) on ``backbone``
     (already in ``dtype``): the weights are shared, the backbone's settings are left as they
-    are. ``text`` maps template tuples to text embedders and is filled as needed, so that
-    protocols with the same templates share one in-memory cache; a new embedder encodes with
+    are. ``text`` maps :func:`text_cache_key` to text embedders and is filled as needed, so that
+    protocols with the same text recipe share one in-memory cache; a new embedder encodes with
     ``text_backbone`` (default ``backbone``). ``providers``: built feature providers
     (:func:`build_providers`) used instead of the config's ``features`` specs, shared as is."""
     proto = protocol(head)
@@ -197,7 +202,7 @@ def build_segmenter(head: str, backbone: ovdense.CLIPBackbone, device, dtype: to
         proto["features"] = dict(providers)
     seg = ovdense.OVSegmenter(backbone=bb, head=proto.pop("head", head), device=device, dtype=dtype,
                               text_encoder=dict(text_cfg, cache_dir=""), batch_size=window_batch or 1024, **proto)
-    key = tuple(seg.text.templates)
+    key = text_cache_key(seg.text)
     if key not in text:
         text[key] = TextEmbedder(text_backbone or backbone, **dict(text_cfg, cache_dir=""))
     seg.text = text[key]  # shared in-memory text cache
@@ -670,7 +675,7 @@ def run(args) -> Dict[str, object]:
     print(f"text: {text_cold:.0f} ms cold ({n_queries} queries x {n_templates} templates), {text_warm:.2f} ms cached",
           flush=True)
 
-    text = {tuple(probe.text.templates): probe.text}  # one text cache per template set
+    text = {text_cache_key(probe.text): probe.text}  # one text cache per template set
 
     vfm_weights = None if args.vfm_weights in (None, "none") else args.vfm_weights
     clip_width = backbone.visual.conv1.out_channels

@@ -68,6 +68,15 @@ def _project(attn: torch.nn.MultiheadAttention, y: torch.Tensor, which: int) -> 
     return out.view(b, n, attn.num_heads, -1).transpose(1, 2)
 
 
+def spatial_block_count(depth: int, override: Optional[int] = None) -> int:
+    """Lower blocks the spatial branch uses: ``override``, else the official choice by tower depth
+    (5 / 12 / 28 for 12 / 24 / 32 blocks, else ``depth - 4``, at least 1: the official code fails
+    below 5 blocks)."""
+    if override is not None:
+        return int(override)
+    return SPATIAL_BLOCKS.get(depth, max(1, depth - 4))
+
+
 def connected_components(adjacency: torch.Tensor) -> torch.Tensor:
     """Component index of every node of a symmetric boolean ``[n, n]`` graph, numbered in the
     order of each component's smallest node (sklearn DBSCAN's labels with ``min_samples=1``)."""
@@ -110,6 +119,36 @@ def scope_attention(sim: torch.Tensor, ids: torch.Tensor, tau: float) -> torch.T
     return (sim.masked_fill(~allowed, float("-inf")) * tau).softmax(dim=-1)
 
 
+def region_class_tokens(backbone, inputs, token_ids: List[torch.Tensor], grid: Tuple[int, int]) -> torch.Tensor:
+    """CorrCLIP's semantic branch on windows: one class token per region of each window's id map
+    ``token_ids[i]`` (on CLIP's ``h x w`` grid), started from CLIP's CLS embedding and run through every
+    block (``inputs``: each block's input ``[B, 1 + h*w, C]``), attending only to the CLS token and its
+    region's patches (residual and MLP kept); its last output painted on its region, nearest-resized to
+    ``grid``: ``[B, grid_h * grid_w, C]``."""
+    h, w = token_ids[0].shape
+    members, paint = [], []
+    for tok in token_ids:
+        values, index = torch.unique(tok.long(), return_inverse=True)
+        one_hot = F.one_hot(index.flatten(), values.numel()).T.bool()               # [R, h*w]
+        members.append(one_hot)
+        paint.append(F.interpolate(one_hot.view(-1, 1, h, w).float(), size=grid, mode="nearest").flatten(1))
+    b, most = len(token_ids), max(m.shape[0] for m in members)
+    allowed = torch.zeros(b, most, 1 + h * w, dtype=torch.bool, device=inputs[0].device)
+    allowed[:, :, 0] = True                                                          # the CLS token
+    for i, m in enumerate(members):
+        allowed[i, :m.shape[0], 1:] = m
+    blocks = backbone.visual.transformer.resblocks
+    tokens = inputs[0][:, :1].expand(b, most, -1)                                    # CLIP's CLS embedding
+    for blk, stream in zip(blocks, inputs):
+        q = _project(blk.attn, blk.ln_1(tokens), 0)
+        y = blk.ln_1(stream)
+        k, v = _project(blk.attn, y, 1), _project(blk.attn, y, 2)
+        mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None])
+        tokens = tokens + blk.ls_1(blk.attn.out_proj(mixed.transpose(1, 2).reshape(b, most, -1)))
+        tokens = tokens + blk.ls_2(blk.mlp(blk.ln_2(tokens)))
+    return torch.stack([p.T.to(tokens.dtype) @ tokens[i, :p.shape[0]] for i, p in enumerate(paint)])
+
+
 @HEADS.register_module("corrclip")
 class CorrCLIPHead(Head):
     """Args:
@@ -143,9 +182,7 @@ class CorrCLIPHead(Head):
         return provider.output_grid(window_size)
 
     def num_spatial(self, depth: int) -> int:
-        if self.spatial_blocks is not None:
-            return int(self.spatial_blocks)
-        return SPATIAL_BLOCKS.get(depth, max(1, depth - 4))  # the official code fails below 5 blocks
+        return spatial_block_count(depth, self.spatial_blocks)
 
     def forward(self, view, backbone, aux=None) -> DenseFeatures:
         if view.inputs is None:
@@ -188,29 +225,8 @@ class CorrCLIPHead(Head):
     @staticmethod
     def _semantic(view, backbone, merged: List[torch.Tensor], grid: Tuple[int, int]) -> torch.Tensor:
         """Region class tokens through the whole tower, painted on their regions: ``[B, I*J, C]``."""
-        h, w = view.grid
-        members, paint = [], []
-        for ids in merged:
-            tok = F.interpolate(ids[None, None].float(), size=(h, w), mode="nearest")[0, 0]
-            values, index = torch.unique(tok.long(), return_inverse=True)
-            one_hot = F.one_hot(index.flatten(), values.numel()).T.bool()           # [R, h*w]
-            members.append(one_hot)
-            paint.append(F.interpolate(one_hot.view(-1, 1, h, w).float(), size=grid, mode="nearest").flatten(1))
-        b, most = len(merged), max(m.shape[0] for m in members)
-        allowed = torch.zeros(b, most, 1 + h * w, dtype=torch.bool, device=view.x.device)
-        allowed[:, :, 0] = True                                                      # the CLS token
-        for i, m in enumerate(members):
-            allowed[i, :m.shape[0], 1:] = m
-        blocks = backbone.visual.transformer.resblocks
-        tokens = view.inputs[0][:, :1].expand(b, most, -1)                           # CLIP's CLS embedding
-        for blk, stream in zip(blocks, view.inputs):
-            q = _project(blk.attn, blk.ln_1(tokens), 0)
-            y = blk.ln_1(stream)
-            k, v = _project(blk.attn, y, 1), _project(blk.attn, y, 2)
-            mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None])
-            tokens = tokens + blk.ls_1(blk.attn.out_proj(mixed.transpose(1, 2).reshape(b, most, -1)))
-            tokens = tokens + blk.ls_2(blk.mlp(blk.ln_2(tokens)))
-        return torch.stack([p.T.to(tokens.dtype) @ tokens[i, :p.shape[0]] for i, p in enumerate(paint)])
+        token_ids = [F.interpolate(ids[None, None].float(), size=view.grid, mode="nearest")[0, 0] for ids in merged]
+        return region_class_tokens(backbone, view.inputs, token_ids, grid)
 
     def extra_repr(self) -> str:
         return (f"dino={self.dino!r}, regions={self.regions!r}, tau={self.tau}, alpha={self.alpha}, "

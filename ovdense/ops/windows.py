@@ -13,6 +13,7 @@ padded window is resized over the unpadded window, as its mmseg ``encode_decode`
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import List, Tuple, Union
 
@@ -125,3 +126,38 @@ class SlidingWindows:
         if self.whole:
             return boxes, (0, 0, 0, 0)
         return boxes, centred_padding(y2 - y1, x2 - x1, self.pad_to)
+
+
+#: How :func:`stitch_grid` finds the valid cells of a window: ``"padded"`` (the window's grid less the
+#: padding rounded up to cells, OV-Stitcher's DINO stitch) or ``"window"`` (the unpadded window's size
+#: in whole cells, its CLIP stitch).
+GRID_VALID = ("padded", "window")
+
+
+def stitch_grid(windows: torch.Tensor, boxes: List[Box], pad: Tuple[int, int, int, int], patch: int,
+                size: Tuple[int, int], valid: str = "padded") -> torch.Tensor:
+    """Average per-window token grids ``[n, C, gh, gw]`` into one grid ``[C, H // patch, W // patch]``
+    of the ``size`` (H, W) canvas, as OV-Stitcher stitches features: each window's valid cells (see
+    :data:`GRID_VALID`; padding cut in whole cells, ``ceil(pad / patch)``) go to cell
+    ``(y1 // patch, x1 // patch)`` (floor: a window starting between cells is placed at the cell
+    before), overlaps averaged. Every cell must be covered."""
+    if valid not in GRID_VALID:
+        raise ValueError(f"stitch_grid: valid must be one of {GRID_VALID}, got {valid!r}")
+    n, channels, gh, gw = windows.shape
+    rows, cols = int(size[0]) // patch, int(size[1]) // patch
+    out = windows.new_zeros((channels, rows, cols))
+    count = windows.new_zeros((1, rows, cols))
+    left, right, top, bottom = pad
+    top_cells, left_cells = math.ceil(top / patch), math.ceil(left / patch)
+    for window, (y1, y2, x1, x2) in zip(windows, boxes):
+        if valid == "padded":
+            vh, vw = gh - top_cells - math.ceil(bottom / patch), gw - left_cells - math.ceil(right / patch)
+        else:
+            vh, vw = (y2 - y1) // patch, (x2 - x1) // patch
+        py, px = y1 // patch, x1 // patch
+        out[:, py:py + vh, px:px + vw] += window[:, top_cells:top_cells + vh, left_cells:left_cells + vw]
+        count[:, py:py + vh, px:px + vw] += 1
+    if bool((count == 0).any()):
+        raise ValueError(f"stitch_grid: the windows leave cells of the {rows}x{cols} grid uncovered")
+    return out / count
+
