@@ -79,6 +79,18 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     runner = build_runner(args)
     runner.train()
+    close_process_group()
+
+
+def close_process_group() -> None:
+    """After training under torchrun: wait for every rank, then destroy the process group, so that no
+    rank exits while gloo's threads still run (a rank can abort with "terminate called without an
+    active exception" otherwise)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

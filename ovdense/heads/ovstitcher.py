@@ -104,7 +104,7 @@ class OVStitcherHead(Head):
         dino = context.feature_map(self.dino)[0].float()                                # [C', I, J]
         rows, cols = dino.shape[-2:]
         canvas = tuple(context.resized_size)
-        feats = F.normalize(dino.flatten(1).T, dim=-1)                                  # [I*J, C']
+        feats = dino.flatten(1).T                                    # [I*J, C'], unit rows (stitched_vit)
         # the region map: input size -> canvas -> DINO grid, nearest each time (the official steps)
         ids = context.feature_map(self.regions).float()
         ids = F.interpolate(ids, size=canvas, mode="nearest")
