@@ -402,3 +402,16 @@ def test_latency_options_are_checked(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["benchmark"] + argv)
     assert exc.value.code == 2
+
+
+@pytest.mark.slow  # two full runs of each method on 8 windows
+@pytest.mark.parametrize("method", ["corrclip", "ovstitcher"])
+def test_official_style_modes_from_the_cli(method, tmp_path):
+    """``benchmark --corrclip`` / ``--ovstitcher``: exit 0 when the outputs agree, and the report names the
+    ratio; ``<method>.json`` holds the timings."""
+    out = tmp_path / method
+    assert main(["benchmark", f"--{method}", "--clip-model", str(TINY_CONFIG), "--tiny-vfm", "--size", "80x60",
+                 "--out", str(out)]) == 0
+    info = json.loads((out / f"{method}.json").read_text())
+    assert info["labels_equal"] == 1.0 and info["max_logit_diff"] < 1e-5 and info["speedup"] > 0
+    assert "speedup" in (out / f"{method}.md").read_text()

@@ -216,3 +216,17 @@ def test_segment_cli_on_a_folder_with_region_maps(tmp_path, capsys):
     label = np.array(Image.open(out / "labels" / "a.png.png"))
     assert label.shape == (48, 80)
     assert len(np.unique(label[5:30, 10:50])) == 1 and len(np.unique(label[32:, :20])) == 1
+
+
+@pytest.mark.slow  # two full OV-Stitcher runs on 8 windows (6 s)
+def test_benchmark_compares_with_the_official_style_computation():
+    """``ovdense benchmark --ovstitcher``'s baseline (windows one by one, region tokens inside every
+    window's sequence) computes what the head computes, so its timings compare equal outputs."""
+    from conftest import TINY_CONFIG
+    from ovdense.bench.benchmark import TINY_VFM
+    from ovdense.bench.ovstitcher import benchmark_ovstitcher, format_ovstitcher
+
+    info = benchmark_ovstitcher(str(TINY_CONFIG), None, size=(60, 80), regions=12, tiny_dino=TINY_VFM)
+    assert info["max_logit_diff"] < 1e-5 and info["labels_equal"] == 1.0
+    assert info["windows"] == 8 and info["regions"] > 5
+    assert "speedup" in format_ovstitcher(info)

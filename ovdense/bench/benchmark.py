@@ -890,16 +890,20 @@ def _sam_masks(args) -> int:
     return 1 if unequal else 0
 
 
-def _corrclip(args) -> int:
-    from .corrclip import benchmark_corrclip, format_corrclip
+def _official_style(args, method: str) -> int:
+    """``--corrclip`` / ``--ovstitcher``: the method's ``predict`` against its official-style computation
+    (:mod:`ovdense.bench.corrclip`, :mod:`ovdense.bench.ovstitcher`), outputs checked equal."""
+    import importlib
 
+    module = importlib.import_module(f"ovdense.bench.{method}")
     width, height = (int(v) for v in (args.size or "500x375").split("x"))
-    info = benchmark_corrclip(args.clip_model, args.pretrained, size=(height, width), repeats=args.repeats,
-                              dino_weights=None if args.vfm_weights == "none" else args.vfm_weights,
-                              tiny_dino=TINY_VFM if args.tiny_vfm else None)
-    _report(args.out, "corrclip", info, format_corrclip(info))
+    info = getattr(module, f"benchmark_{method}")(
+        args.clip_model, args.pretrained, size=(height, width), repeats=args.repeats,
+        dino_weights=None if args.vfm_weights == "none" else args.vfm_weights,
+        tiny_dino=TINY_VFM if args.tiny_vfm else None)
+    _report(args.out, method, info, getattr(module, f"format_{method}")(info))
     if info["max_logit_diff"] > 1e-3 or info["labels_equal"] < 0.999:  # random ViT-B weights: ~2e-4 of rounding
-        print("error: ovdense's CorrCLIP differs from the official-style computation", file=sys.stderr)
+        print(f"error: ovdense's {method} differs from the official-style computation", file=sys.stderr)
         return 1
     return 0
 
@@ -951,18 +955,21 @@ def main(argv=None) -> int:
     sam.add_argument("--sam-model", default="vit_b", choices=("vit_b", "vit_l", "vit_h"))
     sam.add_argument("--sam-checkpoint", default=None, help="local SAM weights (default: random weights)")
     sam.add_argument("--sam-config", default=None, help="sizes of a small SAM (the tiny fixture's model.json)")
-    cc = p.add_argument_group("CorrCLIP mode (--corrclip): ovdense vs the official computation, see "
-                              "ovdense.bench.corrclip")
+    cc = p.add_argument_group("CorrCLIP / OV-Stitcher modes (--corrclip, --ovstitcher): ovdense vs the official "
+                              "computation, see ovdense.bench.corrclip and ovdense.bench.ovstitcher")
     cc.add_argument("--corrclip", action="store_true",
                     help="time CorrCLIP (configs/_base_/corrclip.py, random region maps) against its official-style "
                          "computation on the same image, outputs checked equal; per-stage times")
+    cc.add_argument("--ovstitcher", action="store_true",
+                    help="time OV-Stitcher (configs/_base_/ovstitcher.py, random region maps) against its "
+                         "official-style computation on the same image, outputs checked equal")
     args = p.parse_args(argv)
     if args.sam_masks:
         return _sam_masks(args)
-    if args.corrclip:
+    if args.corrclip or args.ovstitcher:
         if args.threads:
             torch.set_num_threads(args.threads)
-        return _corrclip(args)
+        return _official_style(args, "corrclip" if args.corrclip else "ovstitcher")
     if args.config is not None and not args.latency:
         p.error("--config needs --latency (the other modes time the heads' base protocols, see --heads)")
     if (args.fixed_size or args.cuda_graph) and not args.latency:

@@ -48,6 +48,31 @@ def _block(blk: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Te
     return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
 
 
+def official_scope(dino: torch.Tensor, masks: torch.Tensor, merge_eps: float, tau: float) -> torch.Tensor:
+    """CorrCLIP's (and OV-Stitcher's) mask merging and scope reconstruction as the official code runs
+    them: ``dino`` ``[L, C]`` normalised features, ``masks`` ``[rows, cols]`` region ids (merged in
+    place) -> attention weights ``[L, L]``; region masks as Python lists, DBSCAN on their mean features,
+    the scope mask as a sum of per-region outer products."""
+    rows, cols = masks.shape
+    similarity = dino @ dino.T
+    values = torch.unique(masks)
+    if values.shape[0] > 2:  # mask merging
+        region_masks = [v == masks for v in values]
+        feats = dino.reshape(rows, cols, -1)
+        instance = F.normalize(torch.stack([feats[m].mean(dim=0) for m in region_masks]), dim=1)[1:]
+        sim = instance @ instance.T
+        for k, g in enumerate(connected_components((sim.max() - sim) <= merge_eps).tolist(), start=1):
+            masks[region_masks[k]] = g + MERGED_ID
+    region_masks = [(v == masks).view(-1) for v in torch.unique(masks)]
+    equal = torch.zeros_like(similarity).bool()
+    for m in region_masks[1:]:
+        equal += torch.outer(m, m)
+    m0 = region_masks[0]
+    equal += (m0.unsqueeze(0) + m0.unsqueeze(1)) * (similarity > similarity.mean())
+    similarity[~equal] = float("-inf")
+    return (similarity * tau).softmax(dim=-1)
+
+
 class OfficialStyleCorrCLIP:
     """The official CorrCLIP window and post-processing computation (see the module doc)."""
 
@@ -83,25 +108,8 @@ class OfficialStyleCorrCLIP:
         head, backbone = self.head, self.seg.backbone
         dino_feats = self._dino_qk(raw)
         rows, cols = self.dino.output_grid(tuple(crop.shape[-2:]))
-        similarity = dino_feats @ dino_feats.T
         masks = F.interpolate(masks.float(), size=(rows, cols), mode="nearest").int()[0, 0]
-        values = torch.unique(masks)
-        if values.shape[0] > 2:  # mask merging
-            region_masks = [v == masks for v in values]
-            feats = dino_feats.reshape(rows, cols, -1)
-            instance = F.normalize(torch.stack([feats[m].mean(dim=0) for m in region_masks]), dim=1)[1:]
-            sim = instance @ instance.T
-            groups = connected_components((sim.max() - sim) <= head.merge_eps)
-            for k, g in enumerate(groups.tolist(), start=1):
-                masks[region_masks[k]] = g + MERGED_ID
-        region_masks = [(v == masks).view(-1) for v in torch.unique(masks)]
-        equal = torch.zeros_like(similarity).bool()
-        for m in region_masks[1:]:
-            equal += torch.outer(m, m)
-        m0 = region_masks[0]
-        equal += (m0.unsqueeze(0) + m0.unsqueeze(1)) * (similarity > similarity.mean())
-        similarity[~equal] = float("-inf")
-        attn = (similarity * head.tau).softmax(dim=-1)
+        attn = official_scope(dino_feats, masks, head.merge_eps, head.tau)
 
         v = self.visual
         x = backbone.embed(crop)                                           # [1, N, C]
@@ -143,7 +151,6 @@ class OfficialStyleCorrCLIP:
         """``forward_slide`` + ``postprocess_result`` on one image: logits ``[Q, H, W]`` and labels."""
         seg = self.seg
         text = seg.encoded_vocabulary.text
-        vocab = seg.encoded_vocabulary.vocabulary
         raw_canvas, x = seg.preprocessor(image, seg.device)
         hh, ww = x.shape[-2:]
         ids = torch.from_numpy(regions.astype(np.int64)).int()
@@ -163,18 +170,26 @@ class OfficialStyleCorrCLIP:
             preds += F.pad(logit, (x1, ww - x2, y1, hh - y2))[0]
             count[:, y1:y2, x1:x2] += 1
         logits = F.interpolate((preds / count)[None], size=image.shape[:2], mode="bilinear")[0]
-        probs = (logits * seg.decoder.logit_scale).softmax(0)
-        q2c = torch.as_tensor(vocab.query_to_class)
-        num_cls = vocab.num_classes
-        if num_cls != len(q2c):
-            first = len(q2c) - num_cls + 1
-            probs = torch.cat([probs[:first].max(0, keepdim=True)[0], probs[first:]])
-        pred = probs.argmax(0, keepdim=True)
-        pred[probs.max(0, keepdim=True)[0] < seg.decoder.background_threshold] = 0
-        values = torch.unique(ids)[1:]
-        for mask in (values[:, None, None] == ids[None]).unsqueeze(1):
-            pred[mask] = torch.mode(pred[mask])[0]
-        return {"logits": logits, "labels": pred[0].numpy()}
+        return {"logits": logits, "labels": official_postprocess(logits, seg, ids)}
+
+
+def official_postprocess(logits: torch.Tensor, seg: Any, ids: torch.Tensor) -> np.ndarray:
+    """CorrCLIP's and OV-Stitcher's ``postprocess_result``: softmax of the scaled logits ``[Q, H, W]``, max
+    over the first line's names (the background merge), argmax, ``prob_thd`` to class 0, then the map
+    correction with one boolean mask and one ``torch.mode`` per region id (the smallest id skipped)."""
+    vocab = seg.encoded_vocabulary.vocabulary
+    probs = (logits * seg.decoder.logit_scale).softmax(0)
+    q2c = torch.as_tensor(vocab.query_to_class)
+    num_cls = vocab.num_classes
+    if num_cls != len(q2c):
+        first = len(q2c) - num_cls + 1
+        probs = torch.cat([probs[:first].max(0, keepdim=True)[0], probs[first:]])
+    pred = probs.argmax(0, keepdim=True)
+    pred[probs.max(0, keepdim=True)[0] < seg.decoder.background_threshold] = 0
+    values = torch.unique(ids)[1:]
+    for mask in (values[:, None, None] == ids[None]).unsqueeze(1):
+        pred[mask] = torch.mode(pred[mask])[0]
+    return pred[0].numpy()
 
 
 def random_regions(height: int, width: int, count: int, seed: int = 0) -> np.ndarray:
@@ -187,6 +202,26 @@ def random_regions(height: int, width: int, count: int, seed: int = 0) -> np.nda
         y, x = rng.integers(0, height - 8), rng.integers(0, width - 8)
         m[y:y + rng.integers(8, max(9, height // 3)), x:x + rng.integers(8, max(9, width // 3))] = True
     return paint_regions(masks)
+
+
+def region_scene(seg: Any, size, regions: int, work: str):
+    """``(image, region ids, LoadedImage)``: a random uint8 image of ``size`` (height, width) saved in
+    ``work`` with ``regions`` random rectangles as its region file, and 21 classes (the first with 3
+    background names) set on ``seg`` with random embeddings."""
+    import ovdense
+    from PIL import Image
+
+    height, width = size
+    image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    ids = random_regions(height, width, regions)
+    path = os.path.join(work, "image.png")
+    Image.fromarray(image).save(path)
+    np.savez(os.path.join(work, "image.npz"), instance_mask=ids)
+    classes = [["sky", "wall", "tree"]] + [[f"class {i}"] for i in range(20)]
+    q = sum(len(c) for c in classes)
+    seg.set_classes([", ".join(c) for c in classes], background="first",
+                    embeddings=torch.randn(q, seg.backbone.embed_dim))
+    return image, ids, ovdense.io.LoadedImage(image, path)
 
 
 def benchmark_corrclip(clip_model: str = "ViT-B-16", pretrained: Optional[str] = None, size=(375, 500),
@@ -209,21 +244,7 @@ def benchmark_corrclip(clip_model: str = "ViT-B-16", pretrained: Optional[str] =
     torch.manual_seed(0)
     kwargs["text_encoder"] = dict(kwargs.get("text_encoder") or {}, cache_dir="")
     seg = ovdense.OVSegmenter(**kwargs, device="cpu")
-    height, width = size
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    ids = random_regions(height, width, regions)
-    path = os.path.join(work, "image.png")
-    from PIL import Image
-
-    Image.fromarray(image).save(path)
-    np.savez(os.path.join(work, "image.npz"), instance_mask=ids)
-    classes = [["sky", "wall", "tree"]] + [[f"class {i}"] for i in range(20)]
-    q = sum(len(c) for c in classes)
-    seg.set_classes([", ".join(c) for c in classes], background="first",
-                    embeddings=torch.randn(q, seg.backbone.embed_dim))
-    loaded = ovdense.io.LoadedImage(image, path)
-
+    image, ids, loaded = region_scene(seg, size, regions, work)
     official = OfficialStyleCorrCLIP(seg)
     with torch.no_grad():  # warm both paths (allocator, position-embedding caches)
         seg.predict(loaded)
@@ -243,7 +264,7 @@ def benchmark_corrclip(clip_model: str = "ViT-B-16", pretrained: Optional[str] =
     base_ms, ref = _best_ms(lambda: official.predict(image, ids), repeats, device)
     logits = seg.query_logits(ctx, seg.encoded_vocabulary)
     return {
-        "image": f"{width}x{height}", "regions": int(len(np.unique(ids))), "windows": len(ctx.boxes),
+        "image": f"{size[1]}x{size[0]}", "regions": int(len(np.unique(ids))), "windows": len(ctx.boxes),
         "clip": clip_model, "threads": torch.get_num_threads(),
         "ovdense_ms": ours, "official_style_ms": base_ms, "speedup": base_ms / ours["predict"],
         "max_logit_diff": float((logits - ref["logits"]).abs().max()),
