@@ -108,6 +108,14 @@ class Decoder:
                 probs = rule(probs, band, vocabulary)
         return probs
 
+    @staticmethod
+    def argmax_areas(probs: torch.Tensor) -> torch.Tensor:
+        """``[C]`` int64 pixel counts of each class's argmax over ``probs`` ``[C, ...]`` (what the area rule
+        measures), with a size that does not depend on the data (a CUDA graph can hold it)."""
+        index = probs.argmax(dim=0).flatten()
+        return torch.zeros(probs.shape[0], dtype=torch.long, device=probs.device).scatter_add_(
+            0, index, torch.ones_like(index))
+
     def area_keep(self, areas: torch.Tensor, has_background: bool) -> Optional[torch.Tensor]:
         """``[C]`` 0/1 weights of the area rule from the whole image's argmax ``areas``; None when off."""
         if self.area_threshold is None:

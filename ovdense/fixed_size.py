@@ -121,8 +121,7 @@ class FixedSizePredictor:
         vocab = encoded.vocabulary
         num_classes = vocab.num_classes
         ctx = seg.encode_normalized([self._normalised], [self.frame_size], raw=[self._raw])[0]
-        source = ctx.canvas_logits(encoded.text, rules=seg.decoder.window_rules,
-                                   vocabulary=encoded if seg.decoder.window_rules else None)
+        source = ctx.vocabulary_logits(encoded)  # with the decoder's window rules, as the context carries them
         refiners: Sequence[Any] = seg.refiners
         if len(refiners) and seg.refine_at == "model":
             source = seg._refined_canvas(ctx, source)
@@ -135,11 +134,8 @@ class FixedSizePredictor:
         probs = seg.decoder.probabilities(logits, encoded.query_to_class, num_classes,
                                           whole if seg.decoder.rules else None, vocab)
         keep = None
-        if seg.decoder.area_threshold is not None:  # argmax areas without a data-dependent size
-            index = probs.argmax(dim=0).flatten()
-            areas = torch.zeros(num_classes, dtype=torch.long, device=probs.device)
-            areas.scatter_add_(0, index, torch.ones_like(index))
-            keep = seg.decoder.area_keep(areas, vocab.has_background)
+        if seg.decoder.area_threshold is not None:
+            keep = seg.decoder.area_keep(seg.decoder.argmax_areas(probs), vocab.has_background)
         probs, labels = seg.decoder.labels(probs, vocab.has_background, keep)
         return labels, (seg.decoder.scores(probs) if self.return_scores else None)
 

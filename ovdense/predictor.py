@@ -842,7 +842,7 @@ class OVSegmenter:
             for r0, r1 in bands:
                 probs = band_probs(r0, r1)
                 weighted = probs if selected is None else probs * selected.view(-1, 1, 1)  # areas of the kept
-                areas += torch.bincount(weighted.argmax(dim=0).flatten(), minlength=num_classes)
+                areas += self.decoder.argmax_areas(weighted)
                 if len(bands) == 1:
                     kept[(r0, r1)] = probs
             keep = self.decoder.area_keep(areas, vocab.has_background)

@@ -94,7 +94,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import types
 from pathlib import Path
 
 import numpy as np
@@ -103,15 +102,11 @@ import torch.nn as nn
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDENS = REPO / "tests" / "fixtures" / "goldens"
-CLIP_MEAN = np.array([122.771, 116.746, 104.094], dtype=np.float32).reshape(3, 1, 1)
-CLIP_STD = np.array([68.501, 66.632, 70.323], dtype=np.float32).reshape(3, 1, 1)
-#: The CorrCLIP golden's tiny CLIP (tools/make_corrclip_golden.py); its visual weights are corrclip_tiny_clip.npz.
-VISION = dict(image_size=112, layers=12, width=32, patch_size=16, head_width=16)
-TEXT = dict(context_length=16, vocab_size=64, width=32, heads=2, layers=1)
-EMBED_DIM = 64  # the dimension of inputs.npz's Q
-DINO_SPEC = dict(patch_size=8, embed_dim=128, depth=2, num_heads=2, mlp_ratio=2, img_size=[112])
-QUERY_IDX = [0, 0, 1, 2, 3, 4, 5]
-SUB = 3  # logits and probabilities are stored on a ::3 pixel subsample (rows and columns)
+# the CorrCLIP golden's tiny CLIP (its visual weights are corrclip_tiny_clip.npz), tiny DINO spec, queries,
+# subsample, stand-ins and helpers: shared with tools/make_corrclip_golden.py
+from make_corrclip_golden import (CLIP_MEAN, CLIP_STD, DINO_SPEC, EMBED_DIM, QUERY_IDX, SUB, TEXT,  # noqa: E402
+                                  VISION, Sample, blob_regions, stub_modules, to_uint8)
+
 #: name -> (input, columns kept (None: all), slide_crop, slide_stride, prob_thd, regions seed)
 CASES = {
     "slide": ("img", None, 112, 56, 0.0, 1),
@@ -139,31 +134,12 @@ DINO_FILL = {
 }
 
 
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x[0] * CLIP_STD + CLIP_MEAN), 0, 255).astype(np.uint8)
-
-
 def case_input(inputs, src: str, cols=None) -> np.ndarray:
     """A CLIP-normalised input of ``inputs.npz``; ``img_square``: ``img`` (168 x 224) continued by its
     mirror image below (rows 167, 166, ..., 112) to 224 x 224; ``cols``: the columns kept."""
     arr = np.concatenate([inputs["img"], inputs["img"][:, :, ::-1][:, :, :56]], axis=2) if src == "img_square" \
         else inputs[src]
     return arr if cols is None else arr[..., :cols]
-
-
-def blob_regions(shape, seed):
-    """A region map of random rectangles (ids painted in order, later ones on top), 0 elsewhere;
-    ``seed`` None: one region and the unsegmented rest (no merging happens)."""
-    h, w = shape
-    out = np.zeros((h, w), dtype=np.int32)
-    if seed is None:
-        out[h // 4: 3 * h // 4, w // 3: w] = 7
-        return out
-    rng = np.random.default_rng(seed)
-    for rid in range(1, 12):
-        y, x = rng.integers(0, h - 16), rng.integers(0, w - 16)
-        out[y:y + rng.integers(16, h // 2), x:x + rng.integers(16, w // 2)] = rid
-    return out
 
 
 def tiny_dino_state() -> dict:
@@ -173,36 +149,6 @@ def tiny_dino_state() -> dict:
         assert not state[dst].any(), f"{dst} is not zero in cass_tiny_dino.npz"
         state[dst] = state[src].T.contiguous() if state[src].ndim == 2 else state[src].flip(0)
     return state
-
-
-def stub_modules():
-    seg_mod = types.ModuleType("mmseg.models.segmentors")
-    seg_mod.BaseSegmentor = type("BaseSegmentor", (nn.Module,),
-                                 {"__init__": lambda self, **k: nn.Module.__init__(self)})
-    pre_mod = types.ModuleType("mmseg.models.data_preprocessor")
-    pre_mod.SegDataPreProcessor = lambda **k: None
-    reg_mod = types.ModuleType("mmseg.registry")
-    reg_mod.MODELS = types.SimpleNamespace(register_module=lambda *a, **k: (lambda c: c))
-    struct_mod = types.ModuleType("mmengine.structures")
-    struct_mod.PixelData = lambda **k: k
-    tr = types.ModuleType("transformers")
-    tr.AutoImageProcessor = tr.Mask2FormerForUniversalSegmentation = None
-    for name, mod in {"mmseg": types.ModuleType("mmseg"), "mmseg.models": types.ModuleType("mmseg.models"),
-                      "mmseg.models.segmentors": seg_mod, "mmseg.models.data_preprocessor": pre_mod,
-                      "mmseg.registry": reg_mod, "mmengine": types.ModuleType("mmengine"),
-                      "mmengine.structures": struct_mod, "transformers": tr, "openpyxl": types.ModuleType("openpyxl")
-                      }.items():
-        sys.modules[name] = mod
-
-
-class Sample:
-    def __init__(self, path, shape):
-        self.img_path = str(path)
-        self.metainfo = dict(ori_shape=shape)
-        self.data = {}
-
-    def set_data(self, data):
-        self.data.update(data)
 
 
 def main() -> None:

@@ -182,7 +182,7 @@ def build_providers(specs: Dict[str, dict], device) -> Dict[str, nn.Module]:
 
 def text_cache_key(embedder: TextEmbedder) -> tuple:
     """What decides a text embedding besides the weights: templates, averaging, extra prompts."""
-    return (tuple(embedder.templates), embedder.average, getattr(embedder, "extra_prompts_digest", None))
+    return (tuple(embedder.templates), embedder.average, embedder.extra_prompts_digest)
 
 
 def build_segmenter(head: str, backbone: ovdense.CLIPBackbone, device, dtype: torch.dtype,
